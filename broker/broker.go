@@ -1,0 +1,229 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Broker is one Vigil broker. Create it with New, run it with Serve, stop it
+// with Close.
+type Broker struct {
+	cfg    Config
+	logger *slog.Logger
+
+	ln            net.Listener
+	advertiseHost string
+	advertisePort int32
+
+	meta *metaStore
+
+	ctx    context.Context // ends when Close begins
+	cancel context.CancelFunc
+
+	connsMu sync.Mutex
+	conns   map[*conn]struct{}
+	connWG  sync.WaitGroup
+	bgWG    sync.WaitGroup
+
+	ready     atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the broker's data directory (recovering every partition log),
+// binds its Kafka listener, and returns a broker ready to Serve.
+func New(cfg Config, logger *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("broker", cfg.NodeID)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	meta, err := openMetaStore(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		meta.close()
+		return nil, fmt.Errorf("listening for Kafka clients on %s: %w", cfg.Listen, err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	host, portStr, _ := net.SplitHostPort(adv)
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		ln.Close()
+		meta.close()
+		return nil, fmt.Errorf("advertised address %q has no usable port", adv)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg:           cfg,
+		logger:        logger,
+		ln:            ln,
+		advertiseHost: host,
+		advertisePort: int32(port),
+		meta:          meta,
+		ctx:           ctx,
+		cancel:        cancel,
+		conns:         make(map[*conn]struct{}),
+	}
+	return b, nil
+}
+
+// Addr returns the address the Kafka listener is bound to.
+func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// ClusterID returns the cluster id reported to clients.
+func (b *Broker) ClusterID() string { return b.meta.clusterID }
+
+// Serve accepts Kafka connections until Close. It returns nil after Close.
+func (b *Broker) Serve() error {
+	b.bgWG.Add(1)
+	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
+	b.ready.Store(true)
+	b.logger.Info("broker serving Kafka", "listen", b.Addr(),
+		"advertise", net.JoinHostPort(b.advertiseHost, strconv.Itoa(int(b.advertisePort))),
+		"data_dir", b.cfg.DataDir, "cluster_id", b.meta.clusterID)
+	var tempDelay time.Duration
+	for {
+		nc, err := b.ln.Accept()
+		if err != nil {
+			if b.ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: back off, do not spin.
+				if tempDelay == 0 {
+					tempDelay = 5 * time.Millisecond
+				} else if tempDelay *= 2; tempDelay > time.Second {
+					tempDelay = time.Second
+				}
+				b.logger.Warn("accept failed; retrying", "err", err, "delay", tempDelay)
+				select {
+				case <-time.After(tempDelay):
+				case <-b.ctx.Done():
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("accepting Kafka connections: %w", err)
+		}
+		tempDelay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		c := newConn(b, nc)
+		b.connsMu.Lock()
+		if b.ctx.Err() != nil {
+			b.connsMu.Unlock()
+			nc.Close()
+			return nil
+		}
+		b.conns[c] = struct{}{}
+		b.connWG.Add(1)
+		b.connsMu.Unlock()
+		go func() {
+			defer b.connWG.Done()
+			c.serve()
+			b.connsMu.Lock()
+			delete(b.conns, c)
+			b.connsMu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting connections, answers the requests already received
+// (long-poll fetches return at once with what they have), closes every
+// connection, and flushes and closes every partition log.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.ready.Store(false)
+		b.logger.Info("broker shutting down")
+		b.cancel()
+		b.ln.Close()
+		b.connsMu.Lock()
+		for c := range b.conns {
+			c.stop()
+		}
+		b.connsMu.Unlock()
+		done := make(chan struct{})
+		go func() { b.connWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(b.cfg.ShutdownTimeout):
+			b.logger.Warn("in-flight requests did not finish in time; closing connections", "timeout", b.cfg.ShutdownTimeout)
+			b.connsMu.Lock()
+			for c := range b.conns {
+				c.nc.Close()
+			}
+			b.connsMu.Unlock()
+			<-done
+		}
+		b.bgWG.Wait()
+		b.closeErr = b.meta.close()
+		b.logger.Info("broker stopped")
+	})
+	return b.closeErr
+}
+
+// maintainLoop runs retention, time-based rolling and time-based flushing.
+func (b *Broker) maintainLoop() {
+	t := time.NewTicker(b.cfg.RetentionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			b.meta.maintain()
+		}
+	}
+}
+
+// HTTPHandler serves the broker's health endpoints:
+//
+//	/healthz  200 while the process is up and serving (liveness)
+//	/readyz   200 once the listener accepts and every partition log is
+//	          online; 503 with the offline partitions otherwise (readiness)
+func (b *Broker) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if b.ctx.Err() != nil {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !b.ready.Load() {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		if offline := b.meta.offlinePartitions(); len(offline) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "offline partitions (storage errors): %v\n", offline)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}

@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a broker's static configuration. Every field can be set in the
+// YAML file given to `vigil broker --config FILE` (the key is the yaml tag)
+// and by the command-line flag of the same name; flags win over the file.
+type Config struct {
+	// NodeID is this broker's id in the cluster.
+	NodeID int32 `yaml:"node-id"`
+	// ClusterID is reported in Metadata and DescribeCluster. Empty means one
+	// is generated on first start and kept in the data directory.
+	ClusterID string `yaml:"cluster-id"`
+	// Listen is the host:port the Kafka listener binds.
+	Listen string `yaml:"listen"`
+	// Advertise is the host:port clients are told to connect to; empty
+	// means Listen (with the port actually bound when Listen's port is 0).
+	Advertise string `yaml:"advertise"`
+	// HTTPListen is the host:port of the broker's HTTP endpoint (health,
+	// readiness, metrics); empty disables it.
+	HTTPListen string `yaml:"http-listen"`
+	// Rack is reported in Metadata; Cell is the blast-radius cell.
+	Rack string `yaml:"rack"`
+	Cell string `yaml:"cell"`
+	// DataDir holds the partition logs and the broker's own state.
+	DataDir string `yaml:"data-dir"`
+
+	// SocketRequestMaxBytes is the largest request accepted; a larger size
+	// prefix closes the connection (socket.request.max.bytes).
+	SocketRequestMaxBytes int32 `yaml:"socket-request-max-bytes"`
+	// AutoCreateTopics lets Metadata requests create unknown topics
+	// (auto.create.topics.enable).
+	AutoCreateTopics bool `yaml:"auto-create-topics"`
+	// NumPartitions is the partition count of auto-created topics and of
+	// CreateTopics requests that leave it at -1 (num.partitions).
+	NumPartitions int32 `yaml:"num-partitions"`
+	// RetentionCheckInterval is how often retention and time-based
+	// rolling run (log.retention.check.interval.ms).
+	RetentionCheckInterval time.Duration `yaml:"retention-check-interval"`
+	// TopicDefaults overrides Kafka's default for topic configs on this
+	// broker, e.g. {"retention.ms": "3600000", "flush.messages": "1"}.
+	// DescribeConfigs reports them with source STATIC_BROKER_CONFIG.
+	TopicDefaults map[string]string `yaml:"topic-defaults"`
+	// ShutdownTimeout bounds how long Close waits for in-flight requests.
+	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
+}
+
+// DefaultConfig returns the configuration a broker runs with when nothing is
+// set: node 0 on 127.0.0.1:9092 with data under ./vigil-data.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:                 0,
+		Listen:                 "127.0.0.1:9092",
+		HTTPListen:             "",
+		Cell:                   "a",
+		DataDir:                "vigil-data",
+		SocketRequestMaxBytes:  100 << 20,
+		AutoCreateTopics:       true,
+		NumPartitions:          1,
+		RetentionCheckInterval: 30 * time.Second,
+		ShutdownTimeout:        10 * time.Second,
+	}
+}
+
+// LoadConfigFile reads a YAML file over the values already in c. Unknown keys
+// are an error, so a misspelt setting is not silently ignored.
+func (c *Config) LoadConfigFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading broker config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("parsing broker config %s: %w", path, err)
+	}
+	return nil
+}
+
+// RegisterFlags binds every setting to a flag of the same name as its YAML
+// key, with c's current values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.Func("node-id", "broker node id (default "+strconv.Itoa(int(c.NodeID))+")", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 32)
+		c.NodeID = int32(v)
+		return err
+	})
+	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "cluster id (generated and kept in the data dir when empty)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "Kafka listener host:port")
+	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "host:port advertised to clients (default: the listener's)")
+	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "HTTP host:port for /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&c.Rack, "rack", c.Rack, "rack of this broker")
+	fs.StringVar(&c.Cell, "cell", c.Cell, "cell of this broker")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for partition logs and broker state")
+	fs.Func("socket-request-max-bytes", "largest request accepted, in bytes", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 32)
+		c.SocketRequestMaxBytes = int32(v)
+		return err
+	})
+	fs.BoolVar(&c.AutoCreateTopics, "auto-create-topics", c.AutoCreateTopics, "create unknown topics on Metadata requests")
+	fs.Func("num-partitions", "partitions of auto-created topics", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 32)
+		c.NumPartitions = int32(v)
+		return err
+	})
+	fs.DurationVar(&c.RetentionCheckInterval, "retention-check-interval", c.RetentionCheckInterval, "how often retention and time-based rolling run")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight requests")
+	fs.Func("topic-default", "topic config default as name=value (repeatable), e.g. flush.messages=1", func(s string) error {
+		for i := 0; i < len(s); i++ {
+			if s[i] == '=' {
+				if c.TopicDefaults == nil {
+					c.TopicDefaults = map[string]string{}
+				}
+				c.TopicDefaults[s[:i]] = s[i+1:]
+				return nil
+			}
+		}
+		return fmt.Errorf("want name=value, got %q", s)
+	})
+}
+
+// Validate checks the configuration and returns an error saying what to fix.
+func (c *Config) Validate() error {
+	if c.NodeID < 0 {
+		return fmt.Errorf("node-id must be >= 0, got %d", c.NodeID)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen must be host:port: %v", err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("advertise must be host:port: %v", err)
+		}
+	}
+	if c.DataDir == "" {
+		return errors.New("data-dir must be set")
+	}
+	if c.SocketRequestMaxBytes < 1024 {
+		return fmt.Errorf("socket-request-max-bytes must be at least 1024, got %d", c.SocketRequestMaxBytes)
+	}
+	if c.NumPartitions < 1 {
+		return fmt.Errorf("num-partitions must be at least 1, got %d", c.NumPartitions)
+	}
+	if c.RetentionCheckInterval <= 0 {
+		return fmt.Errorf("retention-check-interval must be positive, got %v", c.RetentionCheckInterval)
+	}
+	for name, value := range c.TopicDefaults {
+		if _, err := parseTopicConfig(name, value); err != nil {
+			return fmt.Errorf("topic-defaults: %v", err)
+		}
+	}
+	return nil
+}

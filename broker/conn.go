@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// request is one framed request: its parsed header and its body.
+type request struct {
+	key      int16
+	version  int16
+	corr     int32
+	clientID string
+	body     []byte  // the request body after the header
+	buf      *[]byte // pooled buffer holding the frame, released after handling
+	received time.Time
+}
+
+// response is an encoded response frame ready to write.
+type response struct {
+	buf *[]byte // size prefix, header and body
+}
+
+// conn is one client connection: reader → processor → writer.
+type conn struct {
+	b      *Broker
+	nc     net.Conn
+	logger *slog.Logger
+
+	requests  chan *request
+	responses chan *response
+
+	// closing is closed to stop the connection early (protocol error,
+	// acks=0 produce error, broker shutdown); the reader stops reading
+	// and the pipeline drains.
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	// Set from ApiVersions v3+ (KIP-511); read only by the processor.
+	clientSoftware, clientSoftwareVersion string
+}
+
+func newConn(b *Broker, nc net.Conn) *conn {
+	return &conn{
+		b:         b,
+		nc:        nc,
+		logger:    b.logger.With("remote", nc.RemoteAddr().String()),
+		requests:  make(chan *request, 8),
+		responses: make(chan *response, 8),
+		closing:   make(chan struct{}),
+	}
+}
+
+// stop asks the connection to stop after the requests already read.
+func (c *conn) stop() {
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		// Unblock the reader; requests already read are still answered.
+		if tc, ok := c.nc.(*net.TCPConn); ok {
+			_ = tc.CloseRead()
+		} else {
+			_ = c.nc.SetReadDeadline(time.Now())
+		}
+	})
+}
+
+// serve runs the connection until the client goes away or the connection is
+// stopped, then closes the socket.
+func (c *conn) serve() {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.process() }()
+	go func() { defer wg.Done(); c.write() }()
+	c.read()
+	wg.Wait()
+	_ = c.nc.Close()
+}
+
+// read frames requests and hands them to the processor in order.
+func (c *conn) read() {
+	defer close(c.requests)
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	var size [4]byte
+	for {
+		if _, err := io.ReadFull(r, size[:]); err != nil {
+			c.readError(err)
+			return
+		}
+		n := int32(binary.BigEndian.Uint32(size[:]))
+		if n < 8 || n > c.b.cfg.SocketRequestMaxBytes {
+			c.logger.Warn("closing connection: request size out of range",
+				"size", n, "socket-request-max-bytes", c.b.cfg.SocketRequestMaxBytes)
+			return
+		}
+		buf := getBuf(int(n))
+		frame := (*buf)[:n]
+		if _, err := io.ReadFull(r, frame); err != nil {
+			putBuf(buf)
+			c.readError(err)
+			return
+		}
+		*buf = frame
+		req, err := parseHeader(frame)
+		if err != nil {
+			putBuf(buf)
+			c.logger.Warn("closing connection: malformed request header", "err", err)
+			return
+		}
+		req.buf = buf
+		req.received = time.Now()
+		select {
+		case c.requests <- req:
+		case <-c.closing:
+			putBuf(buf)
+			return
+		}
+	}
+}
+
+func (c *conn) readError(err error) {
+	select {
+	case <-c.closing:
+		return // we asked for it
+	default:
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		c.logger.Debug("connection read failed", "err", err)
+		return
+	}
+	c.logger.Info("connection read failed", "err", err)
+}
+
+// parseHeader parses the request header (v1 or v2) of a frame.
+func parseHeader(frame []byte) (*request, error) {
+	r := kbin.Reader{Src: frame}
+	req := &request{key: r.Int16(), version: r.Int16(), corr: r.Int32()} // frames are at least 8 bytes
+	if !supported(req.key, req.version) {
+		// The body is not parsed; ApiVersions answers with the ranges, any
+		// other request closes the connection.
+		req.body = nil
+		return req, nil
+	}
+	id := r.NullableString()
+	if id != nil {
+		req.clientID = *id
+	}
+	kreq := kmsg.RequestForKey(req.key)
+	kreq.SetVersion(req.version)
+	if kreq.IsFlexible() {
+		kmsg.SkipTags(&r)
+	}
+	if err := r.Complete(); err != nil {
+		return nil, fmt.Errorf("%s v%d header: %w", kmsg.NameForKey(req.key), req.version, err)
+	}
+	req.body = r.Src
+	return req, nil
+}
+
+// process handles requests one at a time, in order.
+func (c *conn) process() {
+	defer close(c.responses)
+	for req := range c.requests {
+		resp, err := c.handle(req)
+		putBuf(req.buf)
+		if err != nil {
+			c.logger.Warn("closing connection", "api", kmsg.NameForKey(req.key),
+				"version", req.version, "client_id", req.clientID, "err", err)
+			c.stop()
+			// Drain what the reader already queued so it can exit.
+			for r := range c.requests {
+				putBuf(r.buf)
+			}
+			return
+		}
+		if resp != nil {
+			c.responses <- resp
+		}
+	}
+}
+
+// errCloseConn asks the processor to close the connection without a
+// response (an acks=0 produce that failed, as Kafka does).
+var errCloseConn = errors.New("closing connection to make the client refresh metadata")
+
+// handle decodes, dispatches and encodes one request. A nil response with a
+// nil error means no response is due (acks=0 produce).
+func (c *conn) handle(req *request) (*response, error) {
+	if !supported(req.key, req.version) {
+		if req.key == kmsg.ApiVersions.Int16() {
+			return c.unsupportedApiVersions(req), nil
+		}
+		if _, known := apiVersions[req.key]; known {
+			return nil, fmt.Errorf("unsupported version %d of %s; supported: %d-%d", req.version,
+				kmsg.NameForKey(req.key), apiVersions[req.key].min, apiVersions[req.key].max)
+		}
+		return nil, fmt.Errorf("unsupported API key %d (%s)", req.key, kmsg.NameForKey(req.key))
+	}
+	kreq := kmsg.RequestForKey(req.key)
+	kreq.SetVersion(req.version)
+	var err error
+	if u, ok := kreq.(interface{ UnsafeReadFrom([]byte) error }); ok && isHotPath(req.key) {
+		// Produce and Fetch strings alias the request buffer, which lives
+		// until the response is encoded below.
+		err = u.UnsafeReadFrom(req.body)
+	} else {
+		err = kreq.ReadFrom(req.body)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("malformed %s v%d body: %w", kmsg.NameForKey(req.key), req.version, err)
+	}
+	resp, release, err := c.dispatch(req, kreq)
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, nil
+	}
+	resp.SetVersion(req.version)
+	out := encodeResponse(req, resp)
+	if release != nil {
+		release()
+	}
+	return out, nil
+}
+
+func isHotPath(key int16) bool {
+	return key == kmsg.Produce.Int16() || key == kmsg.Fetch.Int16()
+}
+
+// encodeResponse frames resp: size, correlation id, header tags (flexible
+// responses other than ApiVersions), body.
+func encodeResponse(req *request, resp kmsg.Response) *response {
+	buf := getBuf(4096)
+	b := append(*buf, 0, 0, 0, 0)
+	b = kbin.AppendInt32(b, req.corr)
+	if resp.IsFlexible() && req.key != kmsg.ApiVersions.Int16() {
+		b = append(b, 0)
+	}
+	b = resp.AppendTo(b)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	*buf = b
+	return &response{buf: buf}
+}
+
+// unsupportedApiVersions answers an ApiVersions request of a version this
+// broker does not know with version 0, UNSUPPORTED_VERSION and the supported
+// ranges, so the client can retry with a version both sides speak.
+func (c *conn) unsupportedApiVersions(req *request) *response {
+	resp := kmsg.NewPtrApiVersionsResponse()
+	resp.SetVersion(0)
+	resp.ErrorCode = kerr.UnsupportedVersion.Code
+	resp.ApiKeys = apiVersionKeys
+	return encodeResponse(req, resp)
+}
+
+// write sends encoded responses in order.
+func (c *conn) write() {
+	failed := false
+	for resp := range c.responses {
+		if !failed {
+			if _, err := c.nc.Write(*resp.buf); err != nil {
+				failed = true
+				c.logger.Debug("connection write failed", "err", err)
+				c.stop()
+			}
+		}
+		putBuf(resp.buf)
+	}
+}
+
+// ctx returns a context that ends when the broker shuts down, for requests
+// that wait (long-poll fetches).
+func (c *conn) ctx() context.Context { return c.b.ctx }

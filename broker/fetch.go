@@ -1,0 +1,199 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Fetch sessions (KIP-227): this broker does not keep session state. A
+// client asking for a new session (id 0, epoch 0) is answered with session
+// id 0, which tells it no session was created, so it keeps sending full
+// fetch requests — the same answer Kafka gives when its session cache is
+// full, and one every client handles. A request naming a session id gets
+// FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to a full fetch.
+
+// fetchPart is one partition of a fetch request, resolved.
+type fetchPart struct {
+	rp      *kmsg.FetchRequestTopicPartition
+	p       *partition
+	errCode int16 // set when the partition could not be resolved
+	out     *kmsg.FetchResponseTopicPartition
+	buf     *[]byte
+}
+
+// handleFetch reads whole batches from each requested partition, waiting up
+// to MaxWaitMillis (woken by appends, never polling) until MinBytes are
+// available. The response never exceeds MaxBytes except that the first
+// partition with data always returns at least one whole batch (KIP-74).
+func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func(), error) {
+	resp := r.ResponseKind().(*kmsg.FetchResponse)
+	if r.Version >= 7 {
+		switch {
+		case r.SessionID != 0:
+			resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+			return resp, nil, nil
+		case r.SessionEpoch != 0 && r.SessionEpoch != -1:
+			resp.ErrorCode = kerr.InvalidFetchSessionEpoch.Code
+			return resp, nil, nil
+		}
+	}
+
+	var parts []fetchPart
+	resp.Topics = make([]kmsg.FetchResponseTopic, len(r.Topics))
+	for i := range r.Topics {
+		rt := &r.Topics[i]
+		st := &resp.Topics[i]
+		*st = kmsg.NewFetchResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		var t *topic
+		if r.Version >= 13 {
+			t = b.meta.lookupID(rt.TopicID)
+		} else {
+			t = b.meta.lookup(rt.Topic)
+		}
+		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewFetchResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			fp := fetchPart{rp: rp, out: sp}
+			switch p := t.partition(rp.Partition); {
+			case t == nil && r.Version >= 13:
+				fp.errCode = kerr.UnknownTopicID.Code
+			case p == nil:
+				fp.errCode = kerr.UnknownTopicOrPartition.Code
+			default:
+				fp.p = p
+				fp.errCode = checkLeaderEpoch(p, rp.CurrentLeaderEpoch)
+			}
+			parts = append(parts, fp)
+		}
+	}
+	release := func() {
+		for i := range parts {
+			putBuf(parts[i].buf)
+			parts[i].buf = nil
+		}
+	}
+
+	maxBytes := int(r.MaxBytes)
+	if r.Version < 3 || maxBytes <= 0 {
+		maxBytes = int(^uint(0) >> 1)
+	}
+	wait := time.Duration(r.MaxWaitMillis) * time.Millisecond
+	var (
+		wake     chan struct{}
+		timer    *time.Timer
+		deadline = time.Now().Add(wait)
+	)
+	defer func() {
+		if wake != nil {
+			for i := range parts {
+				if parts[i].p != nil {
+					parts[i].p.removeWaiter(wake)
+				}
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		total, errored := b.readFetch(parts, maxBytes)
+		if total >= int(r.MinBytes) || errored || wait <= 0 || b.ctx.Err() != nil {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if wake == nil {
+			// Register, then read once more: an append between the read
+			// above and the registration is not missed.
+			wake = make(chan struct{}, 1)
+			for i := range parts {
+				if parts[i].p != nil {
+					parts[i].p.addWaiter(wake)
+				}
+			}
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-b.ctx.Done():
+		}
+	}
+	return resp, release, nil
+}
+
+// readFetch reads every partition once (replacing earlier reads) and
+// returns the bytes read and whether any partition has an error.
+func (b *Broker) readFetch(parts []fetchPart, maxBytes int) (total int, errored bool) {
+	minOne := true
+	for i := range parts {
+		fp := &parts[i]
+		putBuf(fp.buf)
+		fp.buf = nil
+		sp := fp.out
+		sp.RecordBatches = nil
+		sp.ErrorCode = fp.errCode
+		if fp.errCode != 0 {
+			errored = true
+			continue
+		}
+		p := fp.p
+		if p.deleted.Load() {
+			sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			errored = true
+			continue
+		}
+		if err := p.log.Offline(); err != nil {
+			sp.ErrorCode = kerr.KafkaStorageError.Code
+			errored = true
+			continue
+		}
+		hw := p.log.EndOffset()
+		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = hw, hw, p.log.StartOffset()
+		limit := int(fp.rp.PartitionMaxBytes)
+		if rem := maxBytes - total; rem < limit {
+			limit = rem
+		}
+		if limit <= 0 && !minOne {
+			continue
+		}
+		if fp.rp.FetchOffset == hw {
+			continue
+		}
+		fp.buf = getBuf(min(max(limit, 0), 1<<20))
+		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, max(limit, 1), hw)
+		if err != nil {
+			sp.ErrorCode, _ = p.errorCode(err)
+			errored = true
+			continue
+		}
+		*fp.buf = info.Records
+		if len(info.Records) == 0 {
+			continue
+		}
+		if !minOne && len(info.Records) > limit {
+			// Only the first partition with data may exceed the limits.
+			*fp.buf = info.Records[:0]
+			continue
+		}
+		minOne = false
+		sp.RecordBatches = info.Records
+		sp.LogStartOffset = info.LogStartOffset
+		total += len(info.Records)
+	}
+	return total, errored
+}

@@ -1,0 +1,104 @@
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleProduce appends each partition's record batches to its log. The
+// batches are validated and stored whole (see broker/log); records are never
+// decoded here.
+//
+// acks=0 gets no response; if any partition failed the connection is closed
+// so the client refreshes its metadata, as Kafka does. acks=1 answers once
+// the log has the batch (and has fsynced it if the topic's flush policy says
+// so). acks=-1 (all) additionally requires min.insync.replicas in-sync
+// replicas; on a single broker that is one, so a topic asking for more gets
+// NOT_ENOUGH_REPLICAS.
+func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, func(), error) {
+	resp := r.ResponseKind().(*kmsg.ProduceResponse)
+	failed := false
+	validAcks := r.Acks == 0 || r.Acks == 1 || r.Acks == -1
+	for i := range r.Topics {
+		rt := &r.Topics[i]
+		var t *topic
+		if r.Version >= 13 {
+			t = b.meta.lookupID(rt.TopicID)
+		} else {
+			t = b.meta.lookup(rt.Topic)
+		}
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, 0, len(rt.Partitions))
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset = -1
+			sp.LogAppendTime = -1
+			sp.LogStartOffset = -1
+			code, msg := b.producePartition(r, t, rp, &sp, validAcks)
+			if code != 0 {
+				failed = true
+				sp.ErrorCode = code
+				if msg != "" {
+					sp.ErrorMessage = strp(msg)
+				}
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	if r.Acks == 0 {
+		if failed {
+			return nil, nil, errCloseConn
+		}
+		return nil, nil, nil
+	}
+	return resp, nil, nil
+}
+
+func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, validAcks bool) (int16, string) {
+	if t == nil {
+		if r.Version >= 13 {
+			return kerr.UnknownTopicID.Code, "unknown topic id"
+		}
+		return kerr.UnknownTopicOrPartition.Code, ""
+	}
+	p := t.partition(rp.Partition)
+	if p == nil {
+		return kerr.UnknownTopicOrPartition.Code, ""
+	}
+	if !validAcks {
+		return kerr.InvalidRequiredAcks.Code, "acks must be 0, 1 or -1 (all)"
+	}
+	if r.TransactionID != nil {
+		return kerr.InvalidRequest.Code, "transactional produce is not supported by this broker yet"
+	}
+	if t.internal() {
+		return kerr.InvalidTopicException.Code, "producing to internal topics is not allowed"
+	}
+	if r.Acks == -1 {
+		if need := minInsyncReplicas(t.configs, b.cfg.TopicDefaults); need > 1 {
+			return kerr.NotEnoughReplicas.Code, "min.insync.replicas is larger than the one in-sync replica of a single-broker cluster"
+		}
+	}
+	if len(rp.Records) == 0 {
+		return kerr.CorruptMessage.Code, "empty records"
+	}
+	info, err := p.log.Append(rp.Records, p.epoch)
+	if err != nil {
+		code, msg := p.errorCode(err)
+		if code == kerr.KafkaStorageError.Code {
+			b.logger.Error("append failed; partition is offline", "partition", p.String(), "err", err)
+		}
+		return code, msg
+	}
+	sp.BaseOffset = info.BaseOffset
+	sp.LogAppendTime = info.LogAppendTime
+	sp.LogStartOffset = info.LogStartOffset
+	if !info.Duplicate {
+		p.notify()
+	}
+	return 0, ""
+}

@@ -1,0 +1,70 @@
+// Command vigil is the single Vigil binary. It only wires packages together:
+//
+//	vigil dev      the whole platform in one process with embedded defaults
+//	vigil broker   one broker, configured by a YAML file and flags
+//	vigil bench    load generator: produce, consume, e2e
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: vigil <command> [flags]
+
+commands:
+  dev      run the whole platform in one process (one broker on 127.0.0.1:9092,
+           HTTP on 127.0.0.1:8080, data in ./vigil-data)
+  broker   run one broker: vigil broker --config FILE [flags]
+  bench    measure a Kafka cluster: vigil bench produce|consume|e2e [flags]
+
+Run 'vigil <command> -h' for the flags of a command.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "vigil:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stderr)
+	case "broker":
+		return runBroker(ctx, args[1:], stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+// newLogger returns the process logger: text to stderr at the given level.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
