@@ -183,11 +183,12 @@ func (c *consumer) consume(ctx context.Context) {
 }
 
 func (c *consumer) partition(p int32, recs []*kgo.Record, now time.Time) {
-	nowNano := now.UnixNano()
-	var n, size int64
-	measuredFrom := 0 // index of the first measured record
+	var n, size, total int64 // measured records and bytes; all bytes
 	if c.e2e {
+		nowNano := now.UnixNano()
 		for _, r := range recs {
+			sz := int64(len(r.Key) + len(r.Value))
+			total += sz
 			if r.Offset > c.expect[p] {
 				c.gaps += r.Offset - c.expect[p]
 			}
@@ -206,27 +207,24 @@ func (c *consumer) partition(p int32, recs []*kgo.Record, now time.Time) {
 			if s.sentNano >= c.measureNano {
 				c.hist.Record(nowNano - s.sentNano)
 				n++
-				size += int64(len(r.Key) + len(r.Value))
+				size += sz
 			}
 		}
 	} else {
-		if now.Before(c.measureStart) {
-			measuredFrom = len(recs) // warmup: count nothing
+		for _, r := range recs {
+			total += int64(len(r.Key) + len(r.Value))
 		}
-		for _, r := range recs[measuredFrom:] {
-			size += int64(len(r.Key) + len(r.Value))
-		}
-		n = int64(len(recs) - measuredFrom)
-		if c.budget != nil && n > 0 {
-			left := c.budget.Add(-n)
-			if left < 0 {
-				// Only part of this batch fits the bound.
-				keep := max(n+left, 0)
-				size = 0
-				for _, r := range recs[measuredFrom : measuredFrom+int(keep)] {
-					size += int64(len(r.Key) + len(r.Value))
+		if !now.Before(c.measureStart) { // else warmup: count nothing
+			n, size = int64(len(recs)), total
+			if c.budget != nil {
+				if left := c.budget.Add(-n); left < 0 {
+					// Only part of this batch fits the bound.
+					n = max(n+left, 0)
+					size = 0
+					for _, r := range recs[:n] {
+						size += int64(len(r.Key) + len(r.Value))
+					}
 				}
-				n = keep
 			}
 		}
 	}
@@ -236,7 +234,7 @@ func (c *consumer) partition(p int32, recs []*kgo.Record, now time.Time) {
 		c.lastRecord = now
 	}
 	c.progRecords.Add(int64(len(recs)))
-	c.progBytes.Add(size)
+	c.progBytes.Add(total)
 	c.next[p].Store(recs[len(recs)-1].Offset + 1)
 }
 

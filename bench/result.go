@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 )
@@ -185,7 +186,7 @@ func (l *Latency) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	d := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+	d := func(v float64) time.Duration { return time.Duration(math.Round(v * float64(time.Millisecond))) }
 	*l = Latency{j.Count, d(j.Min), d(j.Mean), d(j.P50), d(j.P90), d(j.P99), d(j.P999), d(j.Max)}
 	return nil
 }

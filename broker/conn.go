@@ -48,12 +48,21 @@ type conn struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 
+	// ctx ends when the connection stops, the client goes away or the
+	// broker shuts down: requests that wait (long-poll fetches) return
+	// at once with what they have.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// Set from ApiVersions v3+ (KIP-511); read only by the processor.
 	clientSoftware, clientSoftwareVersion string
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(b.ctx)
 	return &conn{
+		ctx:       ctx,
+		cancel:    cancel,
 		b:         b,
 		nc:        nc,
 		logger:    b.logger.With("remote", nc.RemoteAddr().String()),
@@ -67,6 +76,7 @@ func newConn(b *Broker, nc net.Conn) *conn {
 func (c *conn) stop() {
 	c.closeOnce.Do(func() {
 		close(c.closing)
+		c.cancel()
 		// Unblock the reader; requests already read are still answered.
 		if tc, ok := c.nc.(*net.TCPConn); ok {
 			_ = tc.CloseRead()
@@ -84,6 +94,7 @@ func (c *conn) serve() {
 	go func() { defer wg.Done(); c.process() }()
 	go func() { defer wg.Done(); c.write() }()
 	c.read()
+	c.cancel() // the client sent its last request; do not hold a long poll for it
 	wg.Wait()
 	_ = c.nc.Close()
 }
@@ -283,7 +294,3 @@ func (c *conn) write() {
 		putBuf(resp.buf)
 	}
 }
-
-// ctx returns a context that ends when the broker shuts down, for requests
-// that wait (long-poll fetches).
-func (c *conn) ctx() context.Context { return c.b.ctx }

@@ -104,7 +104,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 	}()
 	for {
 		total, errored := b.readFetch(parts, maxBytes)
-		if total >= int(r.MinBytes) || errored || wait <= 0 || b.ctx.Err() != nil {
+		if total >= int(r.MinBytes) || errored || wait <= 0 || c.ctx.Err() != nil {
 			break
 		}
 		left := time.Until(deadline)
@@ -130,7 +130,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		select {
 		case <-wake:
 		case <-timer.C:
-		case <-b.ctx.Done():
+		case <-c.ctx.Done():
 		}
 	}
 	return resp, release, nil
