@@ -27,8 +27,11 @@ const (
 	DefaultDrainTimeout      = 30 * time.Second
 
 	// bufferedBytesBudget is the per-producer budget used to size
-	// MaxBufferedRecords when Config.MaxBufferedRecords is zero.
-	bufferedBytesBudget = 64 << 20
+	// MaxBufferedRecords when Config.MaxBufferedRecords is zero: enough
+	// to keep several full batches per partition in flight. A larger
+	// buffer adds no throughput; in a saturated run it only adds queueing
+	// time (buffer / throughput) to every record's produce latency.
+	bufferedBytesBudget = 8 << 20
 )
 
 // Config describes one benchmark run. Use [DefaultConfig] as a starting
@@ -67,8 +70,9 @@ type Config struct {
 	// BatchMaxBytes is kgo.ProducerBatchMaxBytes. Keep it at or below the
 	// broker's max.message.bytes. Zero: [DefaultBatchMaxBytes].
 	BatchMaxBytes int32
-	// MaxBufferedRecords is kgo.MaxBufferedRecords per producer. Zero:
-	// 64 MiB worth of records, clamped to [10 000, 1 000 000].
+	// MaxBufferedRecords is kgo.MaxBufferedRecords per producer: how many
+	// records may wait in the client before Produce blocks. Zero: 8 MiB
+	// worth of records, clamped to [1 000, 1 000 000].
 	MaxBufferedRecords int
 
 	// Duration bounds the measured phase (after Warmup). Records bounds
@@ -173,7 +177,7 @@ func (c Config) withDefaults(mode string) (Config, error) {
 		c.BatchMaxBytes = DefaultBatchMaxBytes
 	}
 	if c.MaxBufferedRecords == 0 {
-		c.MaxBufferedRecords = min(max(bufferedBytesBudget/max(c.RecordSize, 1), 10_000), 1_000_000)
+		c.MaxBufferedRecords = min(max(bufferedBytesBudget/max(c.RecordSize, 1), 1_000), 1_000_000)
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
@@ -326,5 +330,8 @@ func (c Config) consumerOpts(i int, start map[int32]kgo.Offset) []kgo.Opt {
 }
 
 func (c Config) adminOpts() []kgo.Opt {
-	return append(c.baseOpts("vigil-bench-admin"), c.ClientOpts...)
+	// kadm answers metadata from a cache younger than MetadataMinAge
+	// (default 5s); keep it short so a just-created topic shows up.
+	opts := append(c.baseOpts("vigil-bench-admin"), kgo.MetadataMinAge(100*time.Millisecond))
+	return append(opts, c.ClientOpts...)
 }

@@ -71,13 +71,13 @@ func newConsumers(cfg Config, parts []int32, start map[int32]int64, e2e bool, ru
 	}
 	for i := range n {
 		c := &consumer{
-			idx:          i,
-			e2e:          e2e,
-			run:          run,
-			budget:       set.budget,
-			next:         make([]atomic.Int64, maxPart+1),
-			expect:       make([]int64, maxPart+1),
-			hist:         newHistogram(),
+			idx:    i,
+			e2e:    e2e,
+			run:    run,
+			budget: set.budget,
+			next:   make([]atomic.Int64, maxPart+1),
+			expect: make([]int64, maxPart+1),
+			hist:   newHistogram(),
 		}
 		offsets := make(map[int32]kgo.Offset)
 		for j := i; j < len(parts); j += n {
@@ -286,7 +286,7 @@ func Consume(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Mode: modeConsume, Settings: settingsOf(cfg, int32(len(parts)))}
+	res := &Result{Mode: modeConsume, Settings: settingsOf(cfg, modeConsume, int32(len(parts)))}
 
 	if cfg.ProduceFirst > 0 {
 		fill := cfg

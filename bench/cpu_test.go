@@ -113,4 +113,4 @@ func TestCPUPerGB(t *testing.T) {
 type fixedSampler struct{ v float64 }
 
 func (f fixedSampler) sample(context.Context) (float64, error) { return f.v, nil }
-func (fixedSampler) source() string                              { return "fixed" }
+func (fixedSampler) source() string                            { return "fixed" }

@@ -120,7 +120,7 @@ func E2E(ctx context.Context, cfg Config) (*Result, error) {
 	cs.stop()
 	stopProgress()
 
-	res := &Result{Mode: modeE2E, Settings: settingsOf(cfg, int32(len(parts)))}
+	res := &Result{Mode: modeE2E, Settings: settingsOf(cfg, modeE2E, int32(len(parts)))}
 	res.Produce, _ = ps.stage()
 	res.Consume = cs.stage(measureStart)
 	e := &E2EStats{Drained: drained}

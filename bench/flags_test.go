@@ -152,7 +152,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("e2e without a rate: %v", err)
 	}
 	cfg, err := (Config{}).withDefaults(modeProduce)
-	if err != nil || cfg.Duration != DefaultDuration || cfg.MaxBufferedRecords != 65536 {
+	if err != nil || cfg.Duration != DefaultDuration || cfg.MaxBufferedRecords != 8192 {
 		t.Errorf("zero Config: %+v, %v", cfg, err)
 	}
 }

@@ -49,7 +49,7 @@ func TestBitset(t *testing.T) {
 	if !b.set(63) {
 		t.Error("set(63) again did not report a duplicate")
 	}
-	if !b.has(1000) || b.has(999) || b.has(1 << 20) {
+	if !b.has(1000) || b.has(999) || b.has(1<<20) {
 		t.Error("has is wrong")
 	}
 	if got := b.count(64); got != 2 {

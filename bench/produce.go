@@ -22,13 +22,13 @@ type producer struct {
 	cl           *kgo.Client
 	topic        string
 	run          uint64
-	stamped      bool     // e2e: each record owns a stamped value buffer
-	templates    [][]byte // produce: shared read-only values
+	stamped      bool      // e2e: each record owns a stamped value buffer
+	templates    [][]byte  // produce: shared read-only values
 	measureStart time.Time // set by producerSet.run before feeding starts
 	quota        int64     // measured records to send; 0 = no limit
 	rate         float64   // records/s for this producer; 0 = no limit
 	pacer        *pacer
-	pool         sync.Pool // *kgo.Record
+	pool         sync.Pool // *benchRecord
 	promiseFn    func(*kgo.Record, error)
 	outstanding  sync.WaitGroup
 
@@ -42,7 +42,7 @@ type producer struct {
 	errors    int64 // failed records, warmup included
 	firstErr  error
 	failed    []uint64 // sequence numbers whose produce failed (e2e)
-	maxOffset []int64  // by partition: highest acknowledged offset, -1 if none
+	maxOffset []int64  // by partition: highest acknowledged offset, -1 if none (nil with acks=0)
 	lastAck   time.Time
 
 	// Progress counters, written by the promise goroutine.
@@ -55,16 +55,16 @@ func newProducer(cfg Config, idx int, run uint64, stamped bool, templates [][]by
 		return nil, fmt.Errorf("creating producer %d: %w", idx, err)
 	}
 	p := &producer{
-		idx:          idx,
-		cl:           cl,
-		topic:        cfg.Topic,
-		run:          run,
-		stamped:      stamped,
-		templates:    templates,
-		quota:        quota,
-		rate:         rate,
-		hist:         newHistogram(),
-		maxOffset:    make([]int64, maxPartition+1),
+		idx:       idx,
+		cl:        cl,
+		topic:     cfg.Topic,
+		run:       run,
+		stamped:   stamped,
+		templates: templates,
+		quota:     quota,
+		rate:      rate,
+		hist:      newHistogram(),
+		maxOffset: make([]int64, maxPartition+1),
 	}
 	for i := range p.maxOffset {
 		p.maxOffset[i] = -1
@@ -72,12 +72,14 @@ func newProducer(cfg Config, idx int, run uint64, stamped bool, templates [][]by
 	size := cfg.RecordSize
 	tmpl := templates[idx%len(templates)]
 	p.pool.New = func() any {
-		r := &kgo.Record{}
+		br := &benchRecord{}
+		br.meta.Context = context.Background()
+		br.meta.owner = br
 		if stamped {
-			r.Value = make([]byte, size)
-			copy(r.Value, tmpl)
+			br.value = make([]byte, size)
+			copy(br.value, tmpl)
 		}
-		return r
+		return br
 	}
 	p.promiseFn = p.promise
 	return p, nil
@@ -120,16 +122,37 @@ func (p *producer) feed(ctx context.Context, stopped *atomic.Bool, stopCh <-chan
 	}
 }
 
+// benchRecord is a pooled record with the state its promise needs. The
+// record's Context field points at meta, which is how the promise finds its
+// way back: franz-go truncates Record.Timestamp to milliseconds (dropping the
+// monotonic clock), so the send time is kept here.
+type benchRecord struct {
+	rec   kgo.Record
+	meta  recordMeta
+	value []byte // e2e: this record's own stamped value buffer
+}
+
+type recordMeta struct {
+	context.Context // Background: never cancels the record
+	sent            time.Time
+	seq             uint64
+	owner           *benchRecord
+}
+
 func (p *producer) produceOne(ctx context.Context, now time.Time) {
-	r := p.pool.Get().(*kgo.Record)
+	br := p.pool.Get().(*benchRecord)
+	r := &br.rec
 	r.Topic = p.topic
+	r.Context = &br.meta
+	br.meta.sent = now
+	br.meta.seq = p.issued
 	if p.stamped {
-		putStamp(r.Value, stamp{run: p.run, producer: uint32(p.idx), seq: p.issued, sentNano: now.UnixNano()})
+		putStamp(br.value, stamp{run: p.run, producer: uint32(p.idx), seq: p.issued, sentNano: now.UnixNano()})
+		r.Value = br.value
 	} else {
 		r.Value = p.templates[p.issued%uint64(len(p.templates))]
 	}
 	p.issued++
-	r.Timestamp = now
 	p.outstanding.Add(1)
 	p.cl.Produce(ctx, r, p.promiseFn)
 }
@@ -137,6 +160,7 @@ func (p *producer) produceOne(ctx context.Context, now time.Time) {
 // promise runs on the client's promise goroutine, serially.
 func (p *producer) promise(r *kgo.Record, err error) {
 	done := time.Now()
+	m := r.Context.(*recordMeta)
 	if err != nil {
 		p.errors++
 		p.progErrors.Add(1)
@@ -144,16 +168,14 @@ func (p *producer) promise(r *kgo.Record, err error) {
 			p.firstErr = err
 		}
 		if p.stamped {
-			if s, ok := readStamp(r.Value); ok {
-				p.failed = append(p.failed, s.seq)
-			}
+			p.failed = append(p.failed, m.seq)
 		}
 	} else {
 		size := int64(len(r.Key) + len(r.Value))
-		if !r.Timestamp.Before(p.measureStart) {
+		if !m.sent.Before(p.measureStart) {
 			p.records++
 			p.bytes += size
-			p.hist.Record(int64(done.Sub(r.Timestamp)))
+			p.hist.Record(int64(done.Sub(m.sent)))
 			p.lastAck = done
 		}
 		if int(r.Partition) < len(p.maxOffset) && r.Offset > p.maxOffset[r.Partition] {
@@ -164,12 +186,9 @@ func (p *producer) promise(r *kgo.Record, err error) {
 	}
 	// franz-go does not touch a record after its promise returns, so the
 	// record (and its value buffer, in e2e) can be reused.
-	v := r.Value
-	*r = kgo.Record{}
-	if p.stamped {
-		r.Value = v
-	}
-	p.pool.Put(r)
+	br := m.owner
+	br.rec = kgo.Record{}
+	p.pool.Put(br)
 	p.outstanding.Done()
 }
 
@@ -368,7 +387,7 @@ func Produce(ctx context.Context, cfg Config) (*Result, error) {
 	runErr := ps.run(ctx, measureStart, cfg.Duration)
 	stopProgress()
 
-	res := &Result{Mode: modeProduce, Settings: settingsOf(cfg, int32(len(parts)))}
+	res := &Result{Mode: modeProduce, Settings: settingsOf(cfg, modeProduce, int32(len(parts)))}
 	res.Produce, _ = ps.stage()
 	cpu.finish(context.WithoutCancel(ctx), res, res.Produce.Bytes)
 	if runErr != nil {

@@ -51,14 +51,26 @@ type Settings struct {
 	WarmupSeconds     float64  `json:"warmup_seconds"`
 }
 
-func settingsOf(c Config, partitions int32) Settings {
+// settingsOf echoes c for a run in mode over a topic with the given number
+// of partitions. Producers and Consumers are the clients actually used: 0
+// for a side the mode does not run, and at most one consumer per partition.
+func settingsOf(c Config, mode string, partitions int32) Settings {
+	producers, consumers := c.Producers, min(c.Consumers, int(partitions))
+	switch mode {
+	case modeProduce:
+		consumers = 0
+	case modeConsume:
+		if c.ProduceFirst == 0 {
+			producers = 0
+		}
+	}
 	return Settings{
 		Brokers:           c.Brokers,
 		Topic:             c.Topic,
 		Partitions:        partitions,
 		ReplicationFactor: c.ReplicationFactor,
-		Producers:         c.Producers,
-		Consumers:         c.Consumers,
+		Producers:         producers,
+		Consumers:         consumers,
 		RecordSize:        c.RecordSize,
 		Acks:              c.Acks,
 		Idempotent:        c.Acks == "all",
@@ -147,7 +159,7 @@ type BrokerCPU struct {
 // Latency summarises a latency distribution. In JSON every value is in
 // milliseconds (float) except Count.
 type Latency struct {
-	Count                             uint64
+	Count                               uint64
 	Min, Mean, P50, P90, P99, P999, Max time.Duration
 }
 
@@ -196,10 +208,15 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // WriteText writes the human summary of r.
 func (r *Result) WriteText(w io.Writer) {
 	s := r.Settings
-	fmt.Fprintf(w, "vigil bench %s: topic %s (%d partitions), %d producers, %d consumers, %d-byte records, acks=%s, compression=%s",
-		r.Mode, s.Topic, s.Partitions, s.Producers, s.Consumers, s.RecordSize, s.Acks, s.Compression)
-	if s.TargetRate > 0 {
-		fmt.Fprintf(w, ", rate %s rec/s", num(s.TargetRate))
+	fmt.Fprintf(w, "vigil bench %s: topic %s (%d partitions)", r.Mode, s.Topic, s.Partitions)
+	if s.Producers > 0 {
+		fmt.Fprintf(w, ", %d producers, %d-byte records, acks=%s, compression=%s", s.Producers, s.RecordSize, s.Acks, s.Compression)
+		if s.TargetRate > 0 {
+			fmt.Fprintf(w, ", rate %s rec/s", num(s.TargetRate))
+		}
+	}
+	if s.Consumers > 0 {
+		fmt.Fprintf(w, ", %d consumers", s.Consumers)
 	}
 	fmt.Fprintln(w)
 	stage := func(name string, st *Stage) {

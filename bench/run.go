@@ -117,7 +117,7 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	fs.Var(choice{&cfg.Compression, []string{"none", "gzip", "snappy", "lz4", "zstd"}}, "compression", "batch compression: none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "producer linger; 0 sends as soon as possible")
 	batch := fs.Int("batch-max-bytes", int(cfg.BatchMaxBytes), "max record batch `bytes`; keep <= the broker's max.message.bytes")
-	fs.IntVar(&cfg.MaxBufferedRecords, "max-buffered-records", 0, "records each producer may buffer before Produce blocks (0: 64 MiB worth)")
+	fs.IntVar(&cfg.MaxBufferedRecords, "max-buffered-records", 0, "records each producer may buffer before Produce blocks (0: 8 MiB worth)")
 	duration := fs.Duration("duration", DefaultDuration, "length of the measured phase (consume: default until the end offsets)")
 	fs.Int64Var(&cfg.Records, "records", 0, "stop after `N` measured records (across all producers, or consumers)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "target produce rate in `records/s` across all producers; 0 = as fast as possible (e2e: required)")

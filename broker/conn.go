@@ -257,7 +257,16 @@ func isHotPath(key int16) bool {
 // encodeResponse frames resp: size, correlation id, header tags (flexible
 // responses other than ApiVersions), body.
 func encodeResponse(req *request, resp kmsg.Response) *response {
-	buf := getBuf(4096)
+	size := 4096
+	if fr, ok := resp.(*kmsg.FetchResponse); ok {
+		// Size the buffer for the records so encoding never regrows it.
+		for i := range fr.Topics {
+			for j := range fr.Topics[i].Partitions {
+				size += len(fr.Topics[i].Partitions[j].RecordBatches) + 128
+			}
+		}
+	}
+	buf := getBuf(size)
 	b := append(*buf, 0, 0, 0, 0)
 	b = kbin.AppendInt32(b, req.corr)
 	if resp.IsFlexible() && req.key != kmsg.ApiVersions.Int16() {
