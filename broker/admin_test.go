@@ -103,7 +103,7 @@ func TestMetadataTopicIDsAndAutoCreate(t *testing.T) {
 	}
 
 	// Producing to an unknown topic auto-creates it with num-partitions.
-	cl := newClient(t, b, kgo.DefaultProduceTopic("auto"))
+	cl := newClient(t, b, kgo.DefaultProduceTopic("auto"), kgo.AllowAutoTopicCreation())
 	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestListOffsetsAndDeleteRecords(t *testing.T) {
 	fr := kmsg.NewPtrFetchRequest()
 	fr.MaxWaitMillis, fr.MinBytes, fr.MaxBytes = 0, 1, 1<<20
 	ft := kmsg.NewFetchRequestTopic()
-	ft.Topic = "lo"
+	ft.Topic, ft.TopicID = "lo", b.meta.lookup("lo").id
 	fp := kmsg.NewFetchRequestTopicPartition()
 	fp.FetchOffset, fp.PartitionMaxBytes = 1, 1<<20
 	ft.Partitions = append(ft.Partitions, fp)

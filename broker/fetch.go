@@ -14,6 +14,9 @@ import (
 // full, and one every client handles. A request naming a session id gets
 // FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to a full fetch.
 
+// noRecords is the record set of a partition with nothing to return.
+var noRecords = []byte{}
+
 // fetchPart is one partition of a fetch request, resolved.
 type fetchPart struct {
 	rp      *kmsg.FetchRequestTopicPartition
@@ -145,7 +148,8 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int) (total int, errored 
 		putBuf(fp.buf)
 		fp.buf = nil
 		sp := fp.out
-		sp.RecordBatches = nil
+		// Never null: librdkafka rejects a null record set.
+		sp.RecordBatches = noRecords
 		sp.ErrorCode = fp.errCode
 		if fp.errCode != 0 {
 			errored = true

@@ -213,7 +213,7 @@ func TestBadInput(t *testing.T) {
 		want  *kerr.Error
 	}{
 		{"corrupt crc", "bad", 0, corrupt, kerr.CorruptMessage},
-		{"old magic", "bad", 0, badMagic, kerr.CorruptMessage},
+		{"old magic", "bad", 0, badMagic, kerr.InvalidRecord}, // as Kafka: produce v3+ needs magic 2
 		{"truncated batch", "bad", 0, truncated, kerr.CorruptMessage},
 		{"record count mismatch", "bad", 0, badCount, kerr.CorruptMessage},
 		{"batch over max.message.bytes", "bad", 0, large, kerr.MessageTooLarge},
@@ -337,7 +337,7 @@ func TestFetchLongPoll(t *testing.T) {
 	req := kmsg.NewPtrFetchRequest()
 	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 600_000, 1, 1<<20 // ten minutes
 	ft := kmsg.NewFetchRequestTopic()
-	ft.Topic = "poll"
+	ft.Topic, ft.TopicID = "poll", b.meta.lookup("poll").id
 	fp := kmsg.NewFetchRequestTopicPartition()
 	fp.PartitionMaxBytes = 1 << 20
 	ft.Partitions = append(ft.Partitions, fp)
