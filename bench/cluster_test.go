@@ -1,28 +1,31 @@
 package bench
 
 import (
+	"io"
+	"log/slog"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/vigilhq/vigil/broker"
 )
 
-// startTestCluster starts a Kafka-protocol cluster on a loopback port for the
-// duration of the test and returns its bootstrap address.
-//
-// For now it is franz-go's in-process kfake; it is the one place to switch to
-// Vigil's own broker once that is ready. The tests create the topics they
-// use through the benchmark itself (kadm CreateTopics), so the only
-// requirement on the cluster is that it accepts topic creation; the seeded
-// topic merely covers the "topic already exists" path.
+// startTestCluster starts a Vigil broker on a loopback port for the duration
+// of the test and returns its bootstrap address.
 func startTestCluster(t *testing.T) (addr string) {
 	t.Helper()
-	c, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.SeedTopics(3, "vigil-bench-seeded"),
-	)
+	cfg := broker.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	b, err := broker.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatalf("starting kfake cluster: %v", err)
+		t.Fatalf("starting broker: %v", err)
 	}
-	t.Cleanup(c.Close)
-	return c.ListenAddrs()[0]
+	done := make(chan error, 1)
+	go func() { done <- b.Serve() }()
+	t.Cleanup(func() {
+		b.Close()
+		if err := <-done; err != nil {
+			t.Errorf("broker: %v", err)
+		}
+	})
+	return b.Addr()
 }
