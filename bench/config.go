@@ -119,6 +119,10 @@ type Config struct {
 	// or SASL. They are applied last and can override the benchmark's
 	// own settings.
 	ClientOpts []kgo.Opt
+
+	// CPUProfile, if set, is a file for a Go CPU profile of the client
+	// (Run only).
+	CPUProfile string
 }
 
 // DefaultConfig returns the configuration that the command line uses when no

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -64,6 +66,17 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Progress = stderr
 	}
 
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("vigil bench: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("vigil bench: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var res *Result
 	switch mode {
 	case modeProduce:
@@ -128,6 +141,7 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	fs.StringVar(&cfg.BrokerMetricsURL, "broker-metrics", "", "broker Prometheus metrics `URL`: report CPU-seconds per GB from process_cpu_seconds_total (if no --broker-pid)")
 	progress := fs.Duration("progress", time.Second, "print progress to stderr this often; 0 = never; off with --json unless given")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the benchmark client to `FILE`")
 	// The flag package calls Usage on every parse error; print it only
 	// when asked for, and return errors with a pointer to -h instead.
 	fs.Usage = func() {}

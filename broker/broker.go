@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"sync"
@@ -202,10 +203,14 @@ func (b *Broker) maintainLoop() {
 // HTTPHandler serves the broker's health endpoints:
 //
 //	/healthz  200 while the process is up and serving (liveness)
+//	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace)
 //	/readyz   200 once the listener accepts and every partition log is
 //	          online; 503 with the offline partitions otherwise (readiness)
 func (b *Broker) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
