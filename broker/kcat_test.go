@@ -16,12 +16,19 @@ func requireTool(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; .ci/run must install it", name)
-		}
-		t.Skipf("%s is not installed (apt-get install %s)", name, name)
+		missing(t, name)
 	}
 	return path
+}
+
+// missing fails (in CI) or skips (elsewhere) a test whose Debian package is
+// not installed.
+func missing(t *testing.T, pkg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed; .ci/run must install it", pkg)
+	}
+	t.Skipf("%s is not installed (apt-get install %s)", pkg, pkg)
 }
 
 // TestKcatRoundTrip drives the broker with librdkafka through kcat:

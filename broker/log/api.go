@@ -1,25 +1,95 @@
 package log
 
 import (
-	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// API CONTRACT (the broker compiles against these signatures; implementation in progress).
-
 // Config is the per-partition configuration, mirroring Kafka's topic configs.
+//
+// Fields whose zero value is not a valid Kafka setting take Kafka's default
+// (see DefaultConfig): SegmentBytes, SegmentMs, MaxMessageBytes and
+// SegmentIndexBytes when <= 0, IndexIntervalBytes when < 0, and
+// ProducerExpiration when <= 0. RetentionBytes and RetentionMs are taken
+// literally (0 means "keep nothing but the active segment", as in Kafka), so
+// a caller building a Config by hand should start from DefaultConfig.
 type Config struct {
-	SegmentBytes       int64         // segment.bytes: roll when the active segment would exceed this
-	SegmentMs          time.Duration // segment.ms: roll when the active segment's first batch is older than this
+	SegmentBytes       int64         // segment.bytes: roll when the active segment would exceed this (at most 2 GiB-1)
+	SegmentMs          time.Duration // segment.ms: roll when the active segment's first append is older than this
 	RetentionBytes     int64         // retention.bytes: delete oldest segments while the log is larger; -1 = unlimited
 	RetentionMs        time.Duration // retention.ms: delete segments whose newest timestamp is older; <0 = unlimited
 	FlushMessages      int64         // flush.messages: fsync after this many records; <=1 = every append
-	FlushMs            time.Duration // flush.ms: fsync when the oldest unflushed append is this old
+	FlushMs            time.Duration // flush.ms: fsync when the oldest unflushed append is this old; <0 = never by time
 	MaxMessageBytes    int           // max.message.bytes: largest batch accepted
 	LogAppendTime      bool          // message.timestamp.type=LogAppendTime
-	IndexIntervalBytes int           // index.interval.bytes: bytes between sparse index entries
+	IndexIntervalBytes int           // index.interval.bytes: bytes between sparse index entries (0: every batch)
 	SegmentIndexBytes  int           // segment.index.bytes: roll when the offset index would exceed this
+
+	// ProducerExpiration is how long an idempotent producer's state is kept
+	// after its last batch's timestamp (Kafka's producer.id.expiration.ms,
+	// measured like Kafka: the current time minus the producer's last batch
+	// max timestamp). Zero means DefaultProducerExpiration.
+	ProducerExpiration time.Duration
+}
+
+// Kafka's defaults for the settings of Config.
+const (
+	DefaultSegmentBytes       = 1 << 30
+	DefaultSegmentMs          = 7 * 24 * time.Hour
+	DefaultRetentionMs        = 7 * 24 * time.Hour
+	DefaultMaxMessageBytes    = 1048588
+	DefaultIndexIntervalBytes = 4096
+	DefaultSegmentIndexBytes  = 10 << 20
+	DefaultProducerExpiration = 7 * 24 * time.Hour
+)
+
+// DefaultConfig returns Kafka's default topic configuration: 1 GiB
+// segments rolled weekly, seven days of retention, no size limit, fsync left
+// to the operating system (flush.messages and flush.ms unlimited), CreateTime
+// timestamps.
+func DefaultConfig() Config {
+	return Config{
+		SegmentBytes:       DefaultSegmentBytes,
+		SegmentMs:          DefaultSegmentMs,
+		RetentionBytes:     -1,
+		RetentionMs:        DefaultRetentionMs,
+		FlushMessages:      math.MaxInt64,
+		FlushMs:            time.Duration(math.MaxInt64),
+		MaxMessageBytes:    DefaultMaxMessageBytes,
+		IndexIntervalBytes: DefaultIndexIntervalBytes,
+		SegmentIndexBytes:  DefaultSegmentIndexBytes,
+		ProducerExpiration: DefaultProducerExpiration,
+	}
+}
+
+// normalized returns c with out-of-range values replaced by defaults or
+// clamped to what the on-disk format can represent.
+func (c Config) normalized() Config {
+	if c.SegmentBytes <= 0 {
+		c.SegmentBytes = DefaultSegmentBytes
+	}
+	// Index entries hold 32-bit positions, as in Kafka (segment.bytes is an int).
+	c.SegmentBytes = min(c.SegmentBytes, math.MaxInt32)
+	if c.SegmentMs <= 0 {
+		c.SegmentMs = DefaultSegmentMs
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.IndexIntervalBytes < 0 {
+		c.IndexIntervalBytes = DefaultIndexIntervalBytes
+	}
+	if c.SegmentIndexBytes < offsetEntrySize {
+		c.SegmentIndexBytes = DefaultSegmentIndexBytes
+	}
+	if c.ProducerExpiration <= 0 {
+		c.ProducerExpiration = DefaultProducerExpiration
+	}
+	return c
 }
 
 // Options are the process-level collaborators of a Log.
@@ -36,14 +106,14 @@ type AppendInfo struct {
 	LastOffset     int64 // offset of the last record of the last batch
 	LogAppendTime  int64 // milliseconds since the epoch if LogAppendTime, else -1
 	LogStartOffset int64
-	Records        int   // records in the appended batches
-	Bytes          int   // bytes appended
-	Duplicate      bool  // true if the batch was a retry of one already written
+	Records        int  // records in the appended batches (for a duplicate: in the original batch)
+	Bytes          int  // bytes appended (for a duplicate: 0, nothing was written)
+	Duplicate      bool // true if the batch was a retry of one already written
 }
 
 // ReadInfo is the result of Read.
 type ReadInfo struct {
-	Records        []byte // whole batches, possibly empty
+	Records        []byte // dst with whole batches appended, possibly none
 	LogStartOffset int64
 	EndOffset      int64 // the log end offset at the time of the read
 }
@@ -60,6 +130,9 @@ type ProducerInfo struct {
 }
 
 // FS is the file system a Log uses. Drills and tests inject faults through it.
+//
+// Directories are fsynced by opening them with OpenFile(dir, os.O_RDONLY, 0)
+// and calling Sync on the result, so an FS must support that.
 type FS interface {
 	OpenFile(name string, flag int, perm uint32) (File, error)
 	Remove(name string) error
@@ -70,7 +143,8 @@ type FS interface {
 	Stat(name string) (size int64, err error)
 }
 
-// File is an open file of an FS.
+// File is an open file of an FS. ReadAt must be safe for concurrent use
+// with itself and with WriteAt at other offsets (as os.File is).
 type File interface {
 	ReadAt(p []byte, off int64) (int, error)
 	Write(p []byte) (int, error)
@@ -81,76 +155,13 @@ type File interface {
 	Close() error
 }
 
-// Log is one partition's log. All methods are safe for concurrent use.
-type Log struct{}
+// ErrClosed is returned by every method of a closed Log. It wraps
+// NOT_LEADER_OR_FOLLOWER, the retriable error a client should see while a
+// partition is being closed (broker shutdown, leadership moving away).
+var ErrClosed = fmt.Errorf("partition log is closed: %w", kerr.NotLeaderForPartition)
 
-var errUnimplemented = errors.New("log: not yet implemented")
-
-// Open opens (creating if needed) the log in dir and recovers it.
-func Open(dir string, cfg Config, opts Options) (*Log, error) { return nil, errUnimplemented }
-
-// Append validates and appends the record batches in records, which it
-// may modify in place (base offset, leader epoch, log append time, CRC).
-func (l *Log) Append(records []byte, leaderEpoch int32) (AppendInfo, error) {
-	return AppendInfo{}, errUnimplemented
+// errorf returns an error whose message is the formatted text followed by
+// the Kafka error's name, and that wraps the Kafka error for errors.As.
+func errorf(kind *kerr.Error, format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, kind)...)
 }
-
-// Read appends to dst whole batches starting with the batch that contains
-// offset, stopping before maxBytes would be exceeded — but always returning at
-// least one whole batch when one exists — and never returning a batch whose
-// last offset is at or beyond maxOffset (the high watermark).
-func (l *Log) Read(dst []byte, offset int64, maxBytes int, maxOffset int64) (ReadInfo, error) {
-	return ReadInfo{}, errUnimplemented
-}
-
-// Wait returns a channel that is closed by the next Append (or Close).
-func (l *Log) Wait() <-chan struct{} { return nil }
-
-// StartOffset returns the log start offset.
-func (l *Log) StartOffset() int64 { return 0 }
-
-// EndOffset returns the log end offset (the next offset to be assigned).
-func (l *Log) EndOffset() int64 { return 0 }
-
-// Size returns the total bytes of all segments.
-func (l *Log) Size() int64 { return 0 }
-
-// OffsetForTimestamp returns the first offset whose record timestamp is >= ts
-// and that record's timestamp; found is false when no record qualifies.
-func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, found bool, err error) {
-	return 0, 0, false, errUnimplemented
-}
-
-// MaxTimestamp returns the largest record timestamp in the log and the
-// offset of the record carrying it; offset is -1 for an empty log.
-func (l *Log) MaxTimestamp() (timestamp, offset int64, err error) { return 0, 0, errUnimplemented }
-
-// EndOffsetForEpoch answers OffsetForLeaderEpoch: the largest epoch <= epoch
-// known to the log and the first offset after the end of that epoch.
-func (l *Log) EndOffsetForEpoch(epoch int32) (leaderEpoch int32, endOffset int64) { return -1, -1 }
-
-// DeleteRecordsBefore moves the log start offset up to offset and deletes
-// segments wholly below it. It returns the new log start offset.
-func (l *Log) DeleteRecordsBefore(offset int64) (int64, error) { return 0, errUnimplemented }
-
-// Maintain applies time-based rolling and retention. It returns the number
-// of segments deleted.
-func (l *Log) Maintain() (deleted int, err error) { return 0, errUnimplemented }
-
-// Producers returns the idempotent producer state.
-func (l *Log) Producers() []ProducerInfo { return nil }
-
-// SetConfig replaces the log's configuration.
-func (l *Log) SetConfig(cfg Config) {}
-
-// Flush fsyncs everything appended so far.
-func (l *Log) Flush() error { return errUnimplemented }
-
-// Close flushes, writes producer and index state, and closes all files.
-func (l *Log) Close() error { return errUnimplemented }
-
-// Delete closes the log and removes its directory.
-func (l *Log) Delete() error { return errUnimplemented }
-
-// Offline reports the storage error that took the log offline, if any.
-func (l *Log) Offline() error { return nil }

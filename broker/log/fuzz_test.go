@@ -1,0 +1,185 @@
+package log
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// fuzzSeeds are record batches of all kinds, whole and damaged.
+func fuzzSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, cc := range allCodecs {
+		s := plain()
+		s.codec, s.xerial = cc.codec, cc.xerial
+		out = append(out, buildBatch(t, s, values("seed", 3, t0)))
+	}
+	good := simple(t, 2, t0)
+	two := append(append([]byte(nil), good...), pbatch(t, 1, 0, 0, 2)...)
+	out = append(out,
+		two,
+		good[:len(good)-1],
+		good[:20],
+		append(append([]byte(nil), good...), 0, 0, 0),
+		sizedBatch(t, 1, 5000, t0),
+		[]byte{},
+		[]byte("garbage garbage garbage garbage garbage garbage garbage garbage"),
+	)
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-1] ^= 1
+	return append(out, bad)
+}
+
+// FuzzAppend appends arbitrary bytes between two good batches. Append must
+// not panic, must either append or reject without changing the log, must
+// only fail with a client error, and the log must stay readable (every
+// batch valid) before and after a reopen.
+func FuzzAppend(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg := smallConfig()
+		cfg.MaxMessageBytes = 8 << 10
+		l := openFast(t, cfg)
+		l.mustAppend(simple(t, 2, t0))
+		end := l.EndOffset()
+		info, err := l.Append(append([]byte(nil), data...), 0)
+		if err != nil {
+			var ke *kerr.Error
+			if !errors.As(err, &ke) || ke == kerr.KafkaStorageError {
+				t.Fatalf("Append failed with %v, want a client error", err)
+			}
+			if l.EndOffset() != end {
+				t.Fatalf("rejected append moved the end offset from %d to %d", end, l.EndOffset())
+			}
+		} else if info.BaseOffset != end || info.LastOffset < info.BaseOffset-1 {
+			t.Fatalf("append info %+v at end %d", info, end)
+		}
+		l.mustAppend(simple(t, 1, t0))
+		hs := readAll(t, l.Log)
+		l2 := l.reopen(true)
+		if l2.EndOffset() != l.EndOffset() {
+			t.Fatalf("end %d after reopen, %d before", l2.EndOffset(), l.EndOffset())
+		}
+		if got := readAll(t, l2.Log); len(got) != len(hs) {
+			t.Fatalf("%d batches after reopen, %d before", len(got), len(hs))
+		}
+		l2.mustAppend(simple(t, 1, t0))
+	})
+}
+
+// FuzzRecover opens a log whose only segment holds arbitrary bytes. Open
+// must not panic and must give a readable log of valid batches that takes
+// appends.
+func FuzzRecover(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	// A proper segment: batches with consecutive offsets.
+	l := openAt(f, f.TempDir(), smallConfig(), newClock(t0), nil)
+	for i := range 5 {
+		l.mustAppend(buildBatch(f, idem(1, 0, int32(i*3)), values("s", 3, t0+int64(i))))
+	}
+	l.Close()
+	seg, err := os.ReadFile(filepath.Join(l.dir, offsetName(0)+logSuffix))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seg)
+	f.Add(seg[:len(seg)-7])
+	f.Add(append(append([]byte(nil), seg...), seg...)) // offsets that do not continue
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, offsetName(0)+logSuffix), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l := openAt(t, dir, smallConfig(), newClock(t0), noSyncFS{OSFS()})
+		if l.StartOffset() != 0 {
+			t.Fatalf("start offset %d", l.StartOffset())
+		}
+		hs := readAll(t, l.Log) // fails on any invalid batch
+		size := int64(0)
+		for _, h := range hs {
+			size += int64(h.Size())
+		}
+		if size != l.Size() || size > int64(len(data)) {
+			t.Fatalf("the log holds %d bytes of batches and has size %d (from %d bytes)", size, l.Size(), len(data))
+		}
+		end := l.EndOffset()
+		l.OffsetForTimestamp(t0)
+		l.MaxTimestamp()
+		if info := l.mustAppend(simple(t, 1, t0)); info.BaseOffset != end {
+			t.Fatalf("append at %d, end was %d", info.BaseOffset, end)
+		}
+		l2 := l.reopen(true)
+		if l2.EndOffset() != end+1 {
+			t.Fatalf("end %d after reopen, want %d", l2.EndOffset(), end+1)
+		}
+		readAll(t, l2.Log)
+	})
+}
+
+// FuzzRecoverMetadata puts arbitrary bytes in one of the files next to the
+// segments: an older segment's offset or time index, a producer snapshot,
+// the leader epoch or start offset checkpoint. Open must repair or ignore
+// it and serve the same data.
+func FuzzRecoverMetadata(f *testing.F) {
+	files := []string{
+		offsetName(0) + indexSuffix,
+		offsetName(0) + timeIndexSuffix,
+		offsetName(0) + snapshotSuffix,
+		leaderEpochFile,
+		startOffsetFile,
+	}
+	for i := range files {
+		f.Add(uint8(i), []byte{})
+		f.Add(uint8(i), []byte("0\n1\n0 0\n"))
+		f.Add(uint8(i), make([]byte, 24))
+		f.Add(uint8(i), []byte{0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 200})
+	}
+	f.Add(uint8(2), encodeSnapshot(producerStates{1: &producerEntry{id: 1, epoch: 3, nbatches: 0, lastTs: t0}}))
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		cfg := smallConfig()
+		cfg.SegmentBytes = 1200
+		cfg.IndexIntervalBytes = 100
+		l := openFast(t, cfg)
+		for i := range 12 {
+			recs := values("m", 2, t0+int64(i))
+			recs[0].value = make([]byte, 100)
+			l.mustAppend(buildBatch(t, idem(1, 0, int32(i*2)), recs))
+		}
+		l.Close()
+		if len(segmentLogs(t, l.dir)) < 2 {
+			t.Fatal("want two segments")
+		}
+		name := files[int(which)%len(files)]
+		if err := os.WriteFile(filepath.Join(l.dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l2 := openAt(t, l.dir, cfg, l.clock, l.fs)
+		if l2.EndOffset() != 24 {
+			t.Fatalf("end %d", l2.EndOffset())
+		}
+		if l2.StartOffset() > 24 {
+			t.Fatalf("start %d", l2.StartOffset())
+		}
+		for o := l2.StartOffset(); o < 24; o++ {
+			info, err := l2.Read(nil, o, 1, 24)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h := batches(t, info.Records)[0]; h.BaseOffset > o || h.LastOffset() < o {
+				t.Fatalf("offset %d: batch [%d, %d]", o, h.BaseOffset, h.LastOffset())
+			}
+		}
+		// The producer either is known (and the next sequence is in order) or
+		// is not (and any sequence goes).
+		if _, err := l2.Append(pbatch(t, 1, 0, 24, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,352 @@
+package log
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Log is one partition's log. All methods are safe for concurrent use.
+//
+// One mutex serializes the writers (Append, rolling, retention, flushes,
+// Close). Readers (Read, OffsetForTimestamp, MaxTimestamp, the offset and
+// size accessors) take no lock: they load the published segment list, log
+// end offset and per-segment sizes and index prefixes atomically and read
+// segment files with pread while holding a reference on the segment.
+type Log struct {
+	dir    string
+	fs     FS
+	now    func() time.Time
+	logger *slog.Logger
+	cfg    atomic.Pointer[Config]
+
+	mu sync.Mutex // serializes writers; guards the fields marked "under mu"
+
+	segs    atomic.Pointer[[]*segment] // oldest first; the last is the active segment
+	start   atomic.Int64               // log start offset
+	end     atomic.Int64               // log end offset: published after the data is written
+	closed  atomic.Bool
+	offline atomic.Pointer[error]
+
+	producers producerStates    // under mu
+	pending   []pendingProducer // under mu: scratch for one Append
+	epochs    epochCache        // written under mu, read lock-free
+
+	unflushed      int64 // under mu: records appended since the last fsync
+	firstUnflushed int64 // under mu: wall clock (ms) of the oldest unflushed append
+
+	waitMu  sync.Mutex
+	waitCh  chan struct{}
+	waiting atomic.Bool
+}
+
+// Open opens (creating if needed) the log in dir and recovers it: see the
+// package documentation for what recovery checks and repairs. It fails with
+// an error wrapping KAFKA_STORAGE_ERROR when the directory cannot be read or
+// repaired.
+func Open(dir string, cfg Config, opts Options) (*Log, error) {
+	l := &Log{
+		dir:            dir,
+		fs:             opts.FS,
+		now:            opts.Now,
+		logger:         opts.Logger,
+		producers:      make(producerStates),
+		firstUnflushed: -1,
+	}
+	if l.fs == nil {
+		l.fs = osFS{}
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
+	l.SetConfig(cfg)
+	if err := l.recover(); err != nil {
+		if segs := l.segs.Load(); segs != nil {
+			for _, s := range *segs {
+				s.release()
+			}
+		}
+		return nil, fmt.Errorf("opening partition log %s (%w): %w", dir, kerr.KafkaStorageError, err)
+	}
+	return l, nil
+}
+
+// SetConfig replaces the log's configuration. It applies to the next
+// Append or Maintain.
+func (l *Log) SetConfig(cfg Config) {
+	n := cfg.normalized()
+	l.cfg.Store(&n)
+}
+
+// StartOffset returns the log start offset.
+func (l *Log) StartOffset() int64 { return l.start.Load() }
+
+// EndOffset returns the log end offset (the next offset to be assigned).
+// Everything below it can be read.
+func (l *Log) EndOffset() int64 { return l.end.Load() }
+
+// Size returns the total bytes of all segments.
+func (l *Log) Size() int64 {
+	var n int64
+	for _, s := range l.segments() {
+		n += s.size.Load()
+	}
+	return n
+}
+
+// Producers returns the idempotent producer state, ordered by producer id.
+func (l *Log) Producers() []ProducerInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.producers.infos()
+}
+
+// EndOffsetForEpoch answers OffsetForLeaderEpoch: the largest epoch <= epoch
+// known to the log and the first offset after the end of that epoch. It
+// returns (-1, -1) when the log knows no epoch (nothing was appended with a
+// leader epoch >= 0) or epoch is -1. See the epoch cache for the details,
+// which follow Kafka's LeaderEpochFileCache.endOffsetFor.
+func (l *Log) EndOffsetForEpoch(epoch int32) (leaderEpoch int32, endOffset int64) {
+	return l.epochs.endOffsetFor(epoch, l.end.Load())
+}
+
+// Offline reports the storage error that took the log offline, if any.
+func (l *Log) Offline() error {
+	if p := l.offline.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Wait returns a channel that is closed by the next Append (or Close). To
+// wait for data past offset o without missing an append: ch := l.Wait();
+// if l.EndOffset() > o { read } else { <-ch }. Nothing is allocated by
+// Append while no one waits.
+func (l *Log) Wait() <-chan struct{} {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if l.closed.Load() {
+		return closedChan
+	}
+	if l.waitCh == nil {
+		l.waitCh = make(chan struct{})
+		l.waiting.Store(true)
+	}
+	return l.waitCh
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// wake closes the channel of Wait, if anyone asked for it.
+func (l *Log) wake() {
+	if !l.waiting.Load() {
+		return
+	}
+	l.waitMu.Lock()
+	if l.waitCh != nil {
+		close(l.waitCh)
+		l.waitCh = nil
+	}
+	l.waiting.Store(false)
+	l.waitMu.Unlock()
+}
+
+// Flush fsyncs everything appended so far.
+func (l *Log) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	return l.flushLocked()
+}
+
+// flushLocked fsyncs the active segment; rolled segments were fsynced when
+// they were rolled.
+func (l *Log) flushLocked() error {
+	if l.unflushed == 0 {
+		return nil
+	}
+	if err := l.active().f.Sync(); err != nil {
+		return l.fail("fsync of the active segment", err)
+	}
+	l.unflushed, l.firstUnflushed = 0, -1
+	return nil
+}
+
+// Close flushes, writes the producer state snapshot and the active
+// segment's indexes, and closes all files (a file still being read is
+// closed when its last read ends). It is idempotent; later calls of other
+// methods return ErrClosed. Closing an offline log closes its files and
+// returns its storage error.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.Load() {
+		return nil
+	}
+	var err error
+	if err = l.Offline(); err == nil {
+		err = l.flushAllLocked()
+	}
+	l.closed.Store(true)
+	segs := l.segments()
+	empty := []*segment{}
+	l.segs.Store(&empty)
+	for _, s := range segs {
+		s.release()
+	}
+	l.waiting.Store(true) // make wake close the channel even if no one waits
+	l.wake()
+	return err
+}
+
+// flushAllLocked makes the whole state durable: the active segment's data
+// and indexes and a producer snapshot at the log end offset.
+func (l *Log) flushAllLocked() error {
+	if err := l.active().f.Sync(); err != nil {
+		return l.fail("fsync of the active segment", err)
+	}
+	l.unflushed, l.firstUnflushed = 0, -1
+	if err := l.active().writeIndexes(); err != nil {
+		return l.fail("writing the active segment's indexes", err)
+	}
+	if err := l.writeSnapshotLocked(l.end.Load()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Delete closes the log and removes its directory.
+func (l *Log) Delete() error {
+	cerr := l.Close()
+	if err := l.fs.RemoveAll(l.dir); err != nil {
+		return fmt.Errorf("deleting partition log %s (%w): %w", l.dir, kerr.KafkaStorageError, err)
+	}
+	if cerr != nil && !errors.Is(cerr, kerr.KafkaStorageError) {
+		return cerr
+	}
+	return nil
+}
+
+// usable returns the error every operation of a closed or offline log
+// returns.
+func (l *Log) usable() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	return l.Offline()
+}
+
+// fail takes the log offline after a storage error in op and returns the
+// error every later call returns. The first failure is logged.
+func (l *Log) fail(op string, err error) error {
+	e := fmt.Errorf("partition log %s is offline (%w): %s: %w", l.dir, kerr.KafkaStorageError, op, err)
+	if l.offline.CompareAndSwap(nil, &e) {
+		l.logger.Error("partition log is offline after a storage error; appends and reads fail until it is reopened",
+			"dir", l.dir, "op", op, "err", err)
+	}
+	return *l.offline.Load()
+}
+
+// segments returns the published segment list, oldest first.
+func (l *Log) segments() []*segment {
+	if p := l.segs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// active returns the segment appends go to. Only writers (under mu) call
+// it, and the log always has one.
+func (l *Log) active() *segment {
+	segs := l.segments()
+	return segs[len(segs)-1]
+}
+
+// publishSegments replaces the segment list.
+func (l *Log) publishSegments(segs []*segment) {
+	l.segs.Store(&segs)
+}
+
+// writeSnapshotLocked writes the producer state as of offset off and
+// removes older snapshots beyond the newest maxSnapshotsToKeep.
+func (l *Log) writeSnapshotLocked(off int64) error {
+	if err := writeFileAtomic(l.fs, snapshotPath(l.dir, off), encodeSnapshot(l.producers)); err != nil {
+		return l.fail("writing the producer state snapshot", err)
+	}
+	l.pruneSnapshots(off)
+	return nil
+}
+
+// pruneSnapshots removes all snapshots but the newest maxSnapshotsToKeep
+// at or below upTo and any above it. Failures are only logged: a stale
+// snapshot is harmless (a newer one wins, one beyond the log end is removed
+// on Open).
+func (l *Log) pruneSnapshots(upTo int64) {
+	offs, err := l.listSnapshots()
+	if err != nil {
+		l.logger.Warn("listing producer snapshots", "dir", l.dir, "err", err)
+		return
+	}
+	kept := 0
+	for i := len(offs) - 1; i >= 0; i-- {
+		if offs[i] <= upTo && kept < maxSnapshotsToKeep {
+			kept++
+			continue
+		}
+		if err := l.fs.Remove(snapshotPath(l.dir, offs[i])); err != nil && !isNotExist(err) {
+			l.logger.Warn("removing old producer snapshot", "file", snapshotPath(l.dir, offs[i]), "err", err)
+		}
+	}
+}
+
+// listSnapshots returns the offsets of the snapshot files, ascending.
+func (l *Log) listSnapshots() ([]int64, error) {
+	names, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return nil, err
+	}
+	var offs []int64
+	for _, name := range names {
+		stem, suffix, ok := splitSuffix(name)
+		if !ok || suffix != snapshotSuffix {
+			continue
+		}
+		if off, ok := parseOffsetName(stem); ok {
+			offs = append(offs, off)
+		}
+	}
+	slices.Sort(offs)
+	return offs, nil
+}
+
+// writeStartOffsetLocked persists the log start offset.
+func (l *Log) writeStartOffsetLocked(off int64) error {
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, startOffsetFile), encodeStartOffset(off)); err != nil {
+		return l.fail("writing the log start offset checkpoint", err)
+	}
+	return nil
+}
+
+// writeEpochsLocked persists the leader epoch cache.
+func (l *Log) writeEpochsLocked() error {
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, leaderEpochFile), encodeEpochs(l.epochs.load())); err != nil {
+		return l.fail("writing the leader epoch checkpoint", err)
+	}
+	return nil
+}

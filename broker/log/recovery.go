@@ -1,0 +1,462 @@
+package log
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// segmentFiles records which files of a segment exist.
+type segmentFiles struct {
+	log, index, timeIndex bool
+}
+
+// recover loads the log directory: it removes leftovers of interrupted
+// operations, opens the segments, checks or rebuilds the indexes of the
+// older segments, validates the last segment batch by batch and truncates a
+// torn tail, and restores the log start offset, the leader epoch cache and
+// the producer state. Errors are I/O errors; damaged data is repaired and
+// logged.
+func (l *Log) recover() error {
+	if err := l.fs.MkdirAll(l.dir, 0o755); err != nil {
+		return fmt.Errorf("creating the directory: %w", err)
+	}
+	names, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("listing the directory: %w", err)
+	}
+	found := map[int64]*segmentFiles{}
+	var snaps []int64
+	for _, name := range names {
+		path := filepath.Join(l.dir, name)
+		if strings.HasSuffix(name, tmpSuffix) || strings.HasSuffix(name, deletedSuffix) {
+			// Leftovers of an interrupted atomic write or segment deletion.
+			l.logger.Info("removing leftover file", "file", path)
+			if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
+				return fmt.Errorf("removing leftover %s: %w", path, err)
+			}
+			continue
+		}
+		stem, suffix, ok := splitSuffix(name)
+		if !ok {
+			continue // not the log's (the broker keeps partition metadata here)
+		}
+		off, ok := parseOffsetName(stem)
+		if !ok {
+			l.logger.Warn("ignoring a file whose name is not a 20-digit offset", "file", path)
+			continue
+		}
+		if suffix == snapshotSuffix {
+			snaps = append(snaps, off)
+			continue
+		}
+		f := found[off]
+		if f == nil {
+			f = &segmentFiles{}
+			found[off] = f
+		}
+		switch suffix {
+		case logSuffix:
+			f.log = true
+		case indexSuffix:
+			f.index = true
+		case timeIndexSuffix:
+			f.timeIndex = true
+		}
+	}
+
+	var bases []int64
+	for off, f := range found {
+		if f.log {
+			bases = append(bases, off)
+			continue
+		}
+		// Indexes of a segment that is gone.
+		for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
+			path := filepath.Join(l.dir, offsetName(off)+suffix)
+			if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
+				return fmt.Errorf("removing orphaned index %s: %w", path, err)
+			}
+		}
+		l.logger.Warn("removed indexes without a segment", "dir", l.dir, "base_offset", off)
+	}
+	slices.Sort(bases)
+
+	nowMs := l.now().UnixMilli()
+	var segs []*segment
+	for i, base := range bases {
+		path := filepath.Join(l.dir, offsetName(base)+logSuffix)
+		size, err := l.fs.Stat(path)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", path, err)
+		}
+		if size == 0 && i < len(bases)-1 {
+			l.logger.Warn("removing an empty segment that is not the last one", "segment", path)
+			if err := l.removeSegmentFiles(base); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := l.fs.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("opening segment: %w", err)
+		}
+		s := newSegment(l.fs, l.dir, base, f, l.logger)
+		s.size.Store(size)
+		s.lastAppendMs = nowMs
+		segs = append(segs, s)
+		l.publishSegments(segs) // so that a failed Open closes what it opened
+	}
+
+	cfg := l.cfg.Load()
+	for i := 0; i+1 < len(segs); i++ {
+		if err := l.loadSegment(segs[i], segs[i+1].base, found[segs[i].base], cfg); err != nil {
+			return err
+		}
+	}
+	var epochsSeen []epochEntry
+	if len(segs) > 0 {
+		if epochsSeen, err = l.recoverLastSegment(segs[len(segs)-1], cfg, nowMs); err != nil {
+			return err
+		}
+	}
+
+	// The log start offset.
+	ckStart, ckErr := l.readStartOffset()
+	if ckErr != nil && !isNotExist(ckErr) {
+		l.logger.Warn("ignoring an unreadable log start offset checkpoint", "dir", l.dir, "err", ckErr)
+	}
+	if len(segs) == 0 {
+		s, err := createSegment(l.fs, l.dir, max(ckStart, 0), l.logger)
+		if err != nil {
+			return err
+		}
+		segs = []*segment{s}
+		l.publishSegments(segs)
+	}
+	end := segs[len(segs)-1].next.Load()
+	start := max(ckStart, segs[0].base)
+	if start > end {
+		// Data the start offset covered was lost (it was never fsynced).
+		// Offsets must not go back: start an empty log at the start offset.
+		l.logger.Warn("the log start offset is beyond the recovered log end; starting an empty log at the start offset",
+			"dir", l.dir, "log_start_offset", start, "recovered_end_offset", end)
+		l.publishSegments(nil)
+		for _, s := range segs {
+			s.release()
+			if err := l.removeSegmentFiles(s.base); err != nil {
+				return err
+			}
+		}
+		s, err := createSegment(l.fs, l.dir, start, l.logger)
+		if err != nil {
+			return err
+		}
+		segs = []*segment{s}
+		l.publishSegments(segs)
+		end = start
+		epochsSeen = nil
+	}
+	// Segments wholly below the start offset (their deletion was cut short).
+	n := 0
+	for n+1 < len(segs) && segs[n+1].base <= start {
+		n++
+	}
+	below := segs[:n]
+	segs = segs[n:]
+	l.publishSegments(segs)
+	for _, s := range below {
+		s.release()
+		if err := l.removeSegmentFiles(s.base); err != nil {
+			return err
+		}
+	}
+	l.start.Store(start)
+	l.end.Store(end)
+	if ckErr != nil || ckStart != start {
+		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, startOffsetFile), encodeStartOffset(start)); err != nil {
+			return fmt.Errorf("writing the log start offset checkpoint: %w", err)
+		}
+	}
+	if err := syncDir(l.fs, l.dir); err != nil {
+		return fmt.Errorf("fsync of the directory: %w", err)
+	}
+
+	if err := l.recoverEpochs(segs, epochsSeen, start, end); err != nil {
+		return err
+	}
+	return l.recoverProducers(segs, snaps, end, nowMs, cfg)
+}
+
+// removeSegmentFiles removes a segment's log and index files.
+func (l *Log) removeSegmentFiles(base int64) error {
+	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+		path := filepath.Join(l.dir, offsetName(base)+suffix)
+		if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
+			return fmt.Errorf("removing %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func (l *Log) readStartOffset() (int64, error) {
+	b, err := readFile(l.fs, filepath.Join(l.dir, startOffsetFile))
+	if err != nil {
+		return -1, err
+	}
+	off, err := decodeStartOffset(b)
+	if err != nil {
+		return -1, err
+	}
+	return off, nil
+}
+
+// loadSegment loads the indexes of a segment that is not the last one and
+// checks them against the segment: entries in order and inside the file,
+// the last offset index entry pointing at a batch ending at that offset,
+// the first batch starting at the segment's base offset. Indexes that are
+// missing or fail a check are rebuilt by reading the segment, validating
+// every batch.
+func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Config) error {
+	offs, times, why := l.loadIndexes(s, end, files)
+	if why == "" {
+		s.offsets.reset(offs)
+		s.times.reset(times)
+		s.next.Store(end)
+		if n := len(times); n > 0 {
+			s.maxTs, s.maxTsOff = times[n-1].ts, s.base+int64(times[n-1].rel)
+		}
+		return nil
+	}
+	l.logger.Warn("rebuilding the indexes of a segment", "segment", s.path(logSuffix), "reason", why)
+	size := s.size.Load()
+	s.offsets.reset(nil)
+	s.times.reset(nil)
+	s.bytesSinceIndex = 0
+	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
+		if h.LastOffset() >= end {
+			return fmt.Sprintf("last offset %d overlaps the next segment, which starts at %d", h.LastOffset(), end)
+		}
+		s.track(h, pos, cfg.IndexIntervalBytes)
+		return ""
+	})
+	if err != nil {
+		return fmt.Errorf("reading segment %s: %w", s.path(logSuffix), err)
+	}
+	if res.reason != "" {
+		l.logger.Error("a segment that is not the last one has corrupt data; truncating it there (the offsets up to the next segment are lost)",
+			"segment", s.path(logSuffix), "bytes", size-res.validSize, "position", res.validSize, "offset", res.next,
+			"next_segment_base_offset", end, "reason", res.reason)
+		if err := s.f.Truncate(res.validSize); err != nil {
+			return fmt.Errorf("truncating %s: %w", s.path(logSuffix), err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", s.path(logSuffix), err)
+		}
+		s.size.Store(res.validSize)
+	}
+	s.next.Store(res.next)
+	return s.finish()
+}
+
+// loadIndexes reads and checks a segment's index files; why says what is
+// wrong when they cannot be used.
+func (l *Log) loadIndexes(s *segment, end int64, files *segmentFiles) (offs []offsetEntry, times []timeEntry, why string) {
+	if !files.index || !files.timeIndex {
+		return nil, nil, "an index file is missing"
+	}
+	size := s.size.Load()
+	b, err := readFile(l.fs, s.path(indexSuffix))
+	if err != nil {
+		return nil, nil, err.Error()
+	}
+	if offs, err = decodeOffsetIndex(b, s.base, size, end); err != nil {
+		return nil, nil, err.Error()
+	}
+	if b, err = readFile(l.fs, s.path(timeIndexSuffix)); err != nil {
+		return nil, nil, err.Error()
+	}
+	if times, err = decodeTimeIndex(b, s.base, end); err != nil {
+		return nil, nil, err.Error()
+	}
+	hr := newHeaderReader(s.f)
+	defer hr.close()
+	h, err := hr.header(0, size)
+	if err != nil {
+		return nil, nil, fmt.Sprintf("reading the first batch: %v", err)
+	}
+	if h.Magic != 2 || h.BaseOffset != s.base {
+		return nil, nil, fmt.Sprintf("the first batch has magic %d and base offset %d, want 2 and %d", h.Magic, h.BaseOffset, s.base)
+	}
+	// The time index ends with the segment's max timestamp, which is at
+	// least that of any batch.
+	maxSeen := h.MaxTimestamp
+	if n := len(offs); n > 0 {
+		e := offs[n-1]
+		h, err := hr.header(int64(e.pos), size)
+		if err != nil {
+			return nil, nil, fmt.Sprintf("reading the batch of the last index entry: %v", err)
+		}
+		if h.Magic != 2 || h.LastOffset() != s.base+int64(e.rel) {
+			return nil, nil, fmt.Sprintf("the last index entry maps offset %d to position %d, where a batch ends at offset %d", s.base+int64(e.rel), e.pos, h.LastOffset())
+		}
+		maxSeen = max(maxSeen, h.MaxTimestamp)
+	}
+	if maxSeen >= 0 && (len(times) == 0 || times[len(times)-1].ts < maxSeen) {
+		return nil, nil, fmt.Sprintf("the time index does not reach timestamp %d, which the segment holds", maxSeen)
+	}
+	return offs, times, ""
+}
+
+// recoverLastSegment validates the last segment batch by batch, truncates
+// it after the last valid batch and rebuilds its indexes. It returns the
+// leader epochs its batches carry where they first appear.
+func (l *Log) recoverLastSegment(s *segment, cfg *Config, nowMs int64) ([]epochEntry, error) {
+	size := s.size.Load()
+	s.offsets.reset(nil)
+	s.times.reset(nil)
+	s.bytesSinceIndex = 0
+	var (
+		epochs  []epochEntry
+		firstTs int64 = -1
+		any     bool
+	)
+	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
+		s.track(h, pos, cfg.IndexIntervalBytes)
+		if !any {
+			any, firstTs = true, h.MaxTimestamp
+		}
+		if e := h.PartitionLeaderEpoch; e >= 0 && (len(epochs) == 0 || e > epochs[len(epochs)-1].epoch) {
+			epochs = append(epochs, epochEntry{e, h.BaseOffset})
+		}
+		return ""
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading segment %s: %w", s.path(logSuffix), err)
+	}
+	if res.reason != "" {
+		l.logger.Warn("truncating a torn or corrupt tail of the last segment",
+			"segment", s.path(logSuffix), "bytes", size-res.validSize, "position", res.validSize, "offset", res.next, "reason", res.reason)
+		if err := s.f.Truncate(res.validSize); err != nil {
+			return nil, fmt.Errorf("truncating %s: %w", s.path(logSuffix), err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return nil, fmt.Errorf("fsync %s: %w", s.path(logSuffix), err)
+		}
+	}
+	s.size.Store(res.validSize)
+	s.next.Store(res.next)
+	if any {
+		// segment.ms counts from the first append; after a restart the
+		// first batch's max timestamp (the append time for LogAppendTime)
+		// is the best estimate, as Kafka's rollingBasedTimestamp.
+		s.firstAppendMs = nowMs
+		if firstTs >= 0 && firstTs <= nowMs {
+			s.firstAppendMs = firstTs
+		}
+	}
+	return epochs, nil
+}
+
+// recoverEpochs loads the leader epoch cache and brings it in line with the
+// log: entries at or beyond the end are dropped, epochs found in the last
+// segment are added, and the entries before the start offset are folded
+// into one. A missing or unreadable checkpoint is rebuilt from the batch
+// headers of all segments.
+func (l *Log) recoverEpochs(segs []*segment, seen []epochEntry, start, end int64) error {
+	path := filepath.Join(l.dir, leaderEpochFile)
+	changed := false
+	b, err := readFile(l.fs, path)
+	var es []epochEntry
+	if err == nil {
+		es, err = decodeEpochs(b)
+	}
+	if err != nil {
+		if !isNotExist(err) {
+			l.logger.Warn("rebuilding an unreadable leader epoch checkpoint from the log", "file", path, "err", err)
+		}
+		changed = true
+		for _, s := range segs {
+			if err := s.forEachHeader(s.base, func(h *BatchHeader) { l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset) }); err != nil {
+				l.logger.Warn("rebuilding the leader epoch cache", "err", err)
+			}
+		}
+	} else {
+		l.epochs.store(es)
+		changed = l.epochs.truncateFromEnd(end)
+		for _, e := range seen {
+			changed = l.epochs.assign(e.epoch, e.start) || changed
+		}
+	}
+	changed = l.epochs.truncateFromStart(start) || changed
+	if changed {
+		if err := writeFileAtomic(l.fs, path, encodeEpochs(l.epochs.load())); err != nil {
+			return fmt.Errorf("writing the leader epoch checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// recoverProducers loads the newest valid producer snapshot at or below the
+// log end and replays the batch headers after it.
+func (l *Log) recoverProducers(segs []*segment, snaps []int64, end, nowMs int64, cfg *Config) error {
+	slices.Sort(snaps)
+	var (
+		ps      producerStates
+		snapOff int64 = -1
+	)
+	for i := len(snaps) - 1; i >= 0; i-- {
+		off := snaps[i]
+		path := snapshotPath(l.dir, off)
+		if off > end {
+			l.logger.Info("removing a producer snapshot beyond the log end", "file", path, "end_offset", end)
+			if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
+				return fmt.Errorf("removing %s: %w", path, err)
+			}
+			continue
+		}
+		if ps != nil {
+			continue
+		}
+		b, err := readFile(l.fs, path)
+		if err == nil {
+			ps, err = decodeSnapshot(b)
+		}
+		if err != nil {
+			l.logger.Warn("removing an unreadable producer snapshot", "file", path, "err", err)
+			if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
+				return fmt.Errorf("removing %s: %w", path, err)
+			}
+			ps = nil
+			continue
+		}
+		snapOff = off
+	}
+	if ps == nil {
+		ps = make(producerStates)
+	}
+	from := max(snapOff, segs[0].base)
+	replayed := 0
+	for _, s := range segs {
+		if s.next.Load() <= from {
+			continue
+		}
+		err := s.forEachHeader(from, func(h *BatchHeader) {
+			if h.BaseOffset >= from {
+				ps.replay(h)
+				replayed++
+			}
+		})
+		if err != nil {
+			l.logger.Warn("replaying producer state", "err", err)
+		}
+	}
+	expired := ps.expire(nowMs, cfg.ProducerExpiration.Milliseconds())
+	l.producers = ps
+	l.pruneSnapshots(end)
+	l.logger.Debug("recovered producer state", "dir", l.dir, "snapshot_offset", snapOff,
+		"batches_replayed", replayed, "producers", len(ps), "expired", expired)
+	return nil
+}
