@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
 // Config is a broker's static configuration. Every field can be set in the
@@ -54,6 +56,10 @@ type Config struct {
 	TopicDefaults map[string]string `yaml:"topic-defaults"`
 	// ShutdownTimeout bounds how long Close waits for in-flight requests.
 	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
+
+	// FS is the file system partition logs use; nil is the operating
+	// system's. Tests and staging drills inject disk faults through it.
+	FS vlog.FS `yaml:"-"`
 }
 
 // DefaultConfig returns the configuration a broker runs with when nothing is

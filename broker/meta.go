@@ -172,6 +172,7 @@ func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
 		return nil, fmt.Errorf("writing %s: %w", partitionMetaFile, err)
 	}
 	l, err := vlog.Open(dir, topicLogConfig(t.configs, m.cfg.TopicDefaults), vlog.Options{
+		FS:     m.cfg.FS,
 		Logger: m.logger.With("topic", t.name, "partition", index),
 	})
 	if err != nil {
