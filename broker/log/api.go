@@ -23,7 +23,7 @@ type Config struct {
 	RetentionBytes     int64         // retention.bytes: delete oldest segments while the log is larger; -1 = unlimited
 	RetentionMs        time.Duration // retention.ms: delete segments whose newest timestamp is older; <0 = unlimited
 	FlushMessages      int64         // flush.messages: fsync after this many records; <=1 = every append
-	FlushMs            time.Duration // flush.ms: fsync when the oldest unflushed append is this old; <0 = never by time
+	FlushMs            time.Duration // flush.ms: fsync when the oldest unflushed append is this old (checked on Append and Maintain); 0 = every append, <0 = never by time
 	MaxMessageBytes    int           // max.message.bytes: largest batch accepted
 	LogAppendTime      bool          // message.timestamp.type=LogAppendTime
 	IndexIntervalBytes int           // index.interval.bytes: bytes between sparse index entries (0: every batch)

@@ -409,3 +409,20 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("directory still there: %v", err)
 	}
 }
+
+func TestConfigDefaults(t *testing.T) {
+	got := Config{SegmentBytes: 1 << 40, IndexIntervalBytes: -1}.normalized()
+	want := DefaultConfig()
+	want.SegmentBytes = math.MaxInt32 // clamped: positions are 32-bit
+	want.RetentionBytes, want.RetentionMs, want.FlushMessages, want.FlushMs = 0, 0, 0, 0
+	if got != want {
+		t.Fatalf("normalized zero config\n got %+v\nwant %+v", got, want)
+	}
+	if n := DefaultConfig().normalized(); n != DefaultConfig() {
+		t.Fatalf("defaults changed by normalizing: %+v", n)
+	}
+	// A zero Config works (and keeps nothing past the active segment).
+	l := openTest(t, Config{})
+	l.mustAppend(simple(t, 2, t0))
+	readAll(t, l.Log)
+}

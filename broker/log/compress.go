@@ -74,7 +74,10 @@ func decompressReader(codec int, data []byte) (io.Reader, func(), error) {
 	case CompressionLZ4:
 		zr := lz4Pool.Get().(*lz4.Reader)
 		zr.Reset(bytes.NewReader(data))
-		r, release = zr, func() { lz4Pool.Put(zr) }
+		r, release = zr, func() {
+			zr.Reset(nil)
+			lz4Pool.Put(zr)
+		}
 	case CompressionZstd:
 		var zr *zstd.Decoder
 		if v := zstdPool.Get(); v != nil {

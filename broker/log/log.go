@@ -1,7 +1,6 @@
 package log
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -231,14 +230,13 @@ func (l *Log) flushAllLocked() error {
 	return nil
 }
 
-// Delete closes the log and removes its directory.
+// Delete closes the log and removes its directory. A failure to flush on
+// the way out does not matter, as the data is being deleted; only a failure
+// to remove the directory is returned.
 func (l *Log) Delete() error {
-	cerr := l.Close()
+	_ = l.Close()
 	if err := l.fs.RemoveAll(l.dir); err != nil {
 		return fmt.Errorf("deleting partition log %s (%w): %w", l.dir, kerr.KafkaStorageError, err)
-	}
-	if cerr != nil && !errors.Is(cerr, kerr.KafkaStorageError) {
-		return cerr
 	}
 	return nil
 }

@@ -15,7 +15,9 @@ import (
 // offset.
 //
 // offset must be within [StartOffset, EndOffset], else the error wraps
-// OFFSET_OUT_OF_RANGE; at the end offset the result is empty. The batches
+// OFFSET_OUT_OF_RANGE; at the end offset the result is empty. Every batch
+// returned passes its CRC-32C check; a read that starts at a batch damaged
+// on disk fails with CORRUPT_MESSAGE. The batches
 // come from one segment: a read that reaches the end of a segment stops
 // there, and the next read continues in the next segment. The first batch
 // may start before offset (a consumer skips the records before it).
@@ -109,7 +111,8 @@ func (l *Log) readSegment(seg *segment, dst []byte, offset int64, maxBytes int, 
 	if _, err := readFullAt(seg.f, buf, pos); err != nil {
 		return dst, false, l.readFailed(seg, pos, err)
 	}
-	// Keep the whole batches below limit.
+	// Keep the whole batches below limit, checking each one's CRC: a batch
+	// damaged on disk since it was validated is never served.
 	p := 0
 	for p+BatchHeaderSize <= n {
 		length := int(int32(binary.BigEndian.Uint32(buf[p+offLength:])))
@@ -120,6 +123,12 @@ func (l *Log) readSegment(seg *segment, dst []byte, offset int64, maxBytes int, 
 		if int64(binary.BigEndian.Uint64(buf[p+offBaseOffset:])) >= limit {
 			break
 		}
+		if batchCRC(buf[p:p+total]) != binary.BigEndian.Uint32(buf[p+offCRC:]) {
+			if p == 0 {
+				return dst, false, l.readFailed(seg, pos, errBadCRC)
+			}
+			break // serve the good batches; the next read reports this one
+		}
 		p += total
 	}
 	if p == 0 {
@@ -128,18 +137,24 @@ func (l *Log) readSegment(seg *segment, dst []byte, offset int64, maxBytes int, 
 	return dst[:have+p], true, nil
 }
 
-// errInconsistent reports segment data that does not match what the log
-// wrote or validated on recovery.
-var errInconsistent = errors.New("the batch read back does not match its header")
+var (
+	// errInconsistent reports segment data that does not match what the
+	// log wrote or validated on recovery.
+	errInconsistent = errors.New("the batch read back does not match its header")
+	// errBadCRC reports a batch whose CRC-32C no longer matches: damaged on
+	// disk after it was validated.
+	errBadCRC = errors.New("the batch read back fails its CRC-32C check")
+)
 
 // readFailed handles a failure reading a segment. An I/O error takes the
-// log offline, as in Kafka. Data that does not parse (a segment damaged
-// after it was validated) fails only this read, with CORRUPT_MESSAGE.
+// log offline, as in Kafka. Data that does not parse or fails its CRC (a
+// segment damaged after it was validated) fails only this read, with
+// CORRUPT_MESSAGE, and is logged as an error.
 func (l *Log) readFailed(seg *segment, pos int64, err error) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	if errors.Is(err, errTruncated) || errors.Is(err, errInconsistent) {
+	if errors.Is(err, errTruncated) || errors.Is(err, errInconsistent) || errors.Is(err, errBadCRC) {
 		l.logger.Error("corrupt data in a segment", "segment", seg.path(logSuffix), "position", pos, "err", err)
 		return errorf(kerr.CorruptMessage, "partition log %s: segment %s is damaged at position %d: %v", l.dir, seg.path(logSuffix), pos, err)
 	}
@@ -243,22 +258,29 @@ func (l *Log) MaxTimestamp() (timestamp, offset int64, err error) {
 	if err := l.usable(); err != nil {
 		return -1, -1, err
 	}
+	// The statistics of the active segment run ahead of the published end
+	// offset during an append; the writer lock gives a consistent view. It
+	// is released before any I/O.
+	l.mu.Lock()
 	end := l.end.Load()
 	var (
 		best              *segment
 		bestTs, bestTsOff int64 = -1, -1
 	)
 	for _, seg := range l.segments() {
-		if ts, off := seg.stats(); ts > bestTs && off < end {
+		if ts, off := seg.stats(); ts > bestTs {
 			best, bestTs, bestTsOff = seg, ts, off
 		}
 	}
-	if best == nil {
-		return -1, -1, nil
+	if best != nil && !best.acquire() {
+		best = nil
 	}
-	if !best.acquire() {
-		// Deleted meanwhile; the answer came from the segment's statistics.
-		return bestTs, bestTsOff, nil
+	l.mu.Unlock()
+	if best == nil {
+		if err := l.usable(); err != nil {
+			return -1, -1, err
+		}
+		return -1, -1, nil
 	}
 	defer best.release()
 	pos := lookupOffset(best.offsets.load(), best.base, bestTsOff)

@@ -220,11 +220,11 @@ func (l *Log) readStartOffset() (int64, error) {
 // missing or fail a check are rebuilt by reading the segment, validating
 // every batch.
 func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Config) error {
-	offs, times, why := l.loadIndexes(s, end, files)
+	offs, times, next, why := l.loadIndexes(s, end, files)
 	if why == "" {
 		s.offsets.reset(offs)
 		s.times.reset(times)
-		s.next.Store(end)
+		s.next.Store(next)
 		if n := len(times); n > 0 {
 			s.maxTs, s.maxTsOff = times[n-1].ts, s.base+int64(times[n-1].rel)
 		}
@@ -261,34 +261,35 @@ func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Confi
 	return s.finish()
 }
 
-// loadIndexes reads and checks a segment's index files; why says what is
-// wrong when they cannot be used.
-func (l *Log) loadIndexes(s *segment, end int64, files *segmentFiles) (offs []offsetEntry, times []timeEntry, why string) {
+// loadIndexes reads and checks a segment's index files and returns them
+// with the offset after the segment's last batch; why says what is wrong
+// when they cannot be used.
+func (l *Log) loadIndexes(s *segment, end int64, files *segmentFiles) (offs []offsetEntry, times []timeEntry, next int64, why string) {
 	if !files.index || !files.timeIndex {
-		return nil, nil, "an index file is missing"
+		return nil, nil, 0, "an index file is missing"
 	}
 	size := s.size.Load()
 	b, err := readFile(l.fs, s.path(indexSuffix))
 	if err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, 0, err.Error()
 	}
 	if offs, err = decodeOffsetIndex(b, s.base, size, end); err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, 0, err.Error()
 	}
 	if b, err = readFile(l.fs, s.path(timeIndexSuffix)); err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, 0, err.Error()
 	}
 	if times, err = decodeTimeIndex(b, s.base, end); err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, 0, err.Error()
 	}
 	hr := newHeaderReader(s.f)
 	defer hr.close()
 	h, err := hr.header(0, size)
 	if err != nil {
-		return nil, nil, fmt.Sprintf("reading the first batch: %v", err)
+		return nil, nil, 0, fmt.Sprintf("reading the first batch: %v", err)
 	}
 	if h.Magic != 2 || h.BaseOffset != s.base {
-		return nil, nil, fmt.Sprintf("the first batch has magic %d and base offset %d, want 2 and %d", h.Magic, h.BaseOffset, s.base)
+		return nil, nil, 0, fmt.Sprintf("the first batch has magic %d and base offset %d, want 2 and %d", h.Magic, h.BaseOffset, s.base)
 	}
 	// The time index ends with the segment's max timestamp, which is at
 	// least that of any batch.
@@ -297,17 +298,36 @@ func (l *Log) loadIndexes(s *segment, end int64, files *segmentFiles) (offs []of
 		e := offs[n-1]
 		h, err := hr.header(int64(e.pos), size)
 		if err != nil {
-			return nil, nil, fmt.Sprintf("reading the batch of the last index entry: %v", err)
+			return nil, nil, 0, fmt.Sprintf("reading the batch of the last index entry: %v", err)
 		}
 		if h.Magic != 2 || h.LastOffset() != s.base+int64(e.rel) {
-			return nil, nil, fmt.Sprintf("the last index entry maps offset %d to position %d, where a batch ends at offset %d", s.base+int64(e.rel), e.pos, h.LastOffset())
+			return nil, nil, 0, fmt.Sprintf("the last index entry maps offset %d to position %d, where a batch ends at offset %d", s.base+int64(e.rel), e.pos, h.LastOffset())
 		}
 		maxSeen = max(maxSeen, h.MaxTimestamp)
 	}
-	if maxSeen >= 0 && (len(times) == 0 || times[len(times)-1].ts < maxSeen) {
-		return nil, nil, fmt.Sprintf("the time index does not reach timestamp %d, which the segment holds", maxSeen)
+	// The batches after the last index entry (at most about
+	// index.interval.bytes of them) must chain to the end of the file and
+	// stay below the next segment.
+	pos, prev := int64(0), int64(-1)
+	if n := len(offs); n > 0 {
+		pos = int64(offs[n-1].pos)
 	}
-	return offs, times, ""
+	for pos < size {
+		h, err := hr.header(pos, size)
+		if err != nil || h.Magic != 2 {
+			return nil, nil, 0, fmt.Sprintf("the batches after the last index entry do not reach the end of the segment: at position %d: %v", pos, err)
+		}
+		if h.BaseOffset <= prev || h.LastOffset() >= end {
+			return nil, nil, 0, fmt.Sprintf("the batch at position %d holds offsets [%d, %d], after %d and before %d expected", pos, h.BaseOffset, h.LastOffset(), prev, end)
+		}
+		prev = h.LastOffset()
+		maxSeen = max(maxSeen, h.MaxTimestamp)
+		pos += int64(h.Size())
+	}
+	if maxSeen >= 0 && (len(times) == 0 || times[len(times)-1].ts < maxSeen) {
+		return nil, nil, 0, fmt.Sprintf("the time index does not reach timestamp %d, which the segment holds", maxSeen)
+	}
+	return offs, times, prev + 1, ""
 }
 
 // recoverLastSegment validates the last segment batch by batch, truncates

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // openCapture opens dir with a logger that records what recovery logs.
@@ -471,5 +473,44 @@ func TestCrashWithoutClose(t *testing.T) {
 		if ts1 != ts2 || o1 != o2 {
 			t.Fatalf("MaxTimestamp %d %d after the crash, %d %d before", ts2, o2, ts1, o1)
 		}
+	}
+}
+
+// TestReadNeverServesDamagedBatch: a batch damaged on disk after recovery
+// validated it (an older segment is not re-validated on Open when its
+// indexes are sound) fails its CRC check on read: the read that starts there
+// fails with CORRUPT_MESSAGE, a read before it stops short of it, and the
+// rest of the log stays readable.
+func TestReadNeverServesDamagedBatch(t *testing.T) {
+	cfg := smallConfig()
+	l := openTest(t, cfg)
+	for i := range 12 {
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i))) // three per segment
+	}
+	l.Close()
+	seg := filepath.Join(l.dir, offsetName(0)+logSuffix)
+	data, _ := os.ReadFile(seg)
+	h := parseHeader(data)
+	data[h.Size()+500] ^= 1 // inside the second batch's records (offset 1)
+	os.WriteFile(seg, data, 0o644)
+
+	l2, logs := openCapture(t, l.dir, cfg)
+	info, err := l2.Read(nil, 0, 1<<20, l2.EndOffset())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs := batches(t, info.Records); len(hs) != 1 || hs[0].BaseOffset != 0 {
+		t.Fatalf("read before the damage returned %+v", hs)
+	}
+	_, err = l2.Read(nil, 1, 1<<20, l2.EndOffset())
+	wantKerr(t, err, kerr.CorruptMessage)
+	if logs.find(slog.LevelError, "corrupt data") == nil {
+		t.Fatal("damage not logged")
+	}
+	if l2.Offline() != nil {
+		t.Fatalf("damaged data took the log offline: %v", l2.Offline())
+	}
+	if info, err := l2.Read(nil, 2, 1<<20, l2.EndOffset()); err != nil || batches(t, info.Records)[0].BaseOffset != 2 {
+		t.Fatalf("read after the damaged batch: %v", err)
 	}
 }

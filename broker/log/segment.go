@@ -43,7 +43,6 @@ type segment struct {
 	bytesSinceIndex int
 	firstAppendMs   int64 // wall clock of the first append (see recovery); -1 when empty
 	lastAppendMs    int64 // wall clock of the last append, for retention of segments without timestamps
-	logAppendTime   bool  // the segment has a LogAppendTime batch (only for the first-append estimate)
 
 	refs    atomic.Int32
 	deleted atomic.Bool
@@ -327,6 +326,10 @@ func scanBatches(f File, base, size int64, fn func(h *BatchHeader, pos int64) st
 		}
 		if h.BaseOffset != next {
 			stopWhy = fmt.Sprintf("batch at position %d has base offset %d, want %d", pos, h.BaseOffset, next)
+			break
+		}
+		if pos+int64(h.Size()) > math.MaxInt32 {
+			stopWhy = fmt.Sprintf("batch at position %d ends beyond the 2 GiB a segment can index", pos)
 			break
 		}
 		if h.LastOffset()-base > math.MaxInt32 {

@@ -1,9 +1,13 @@
 package log
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 type codecCase struct {
@@ -188,5 +192,48 @@ func TestDecodeRecords(t *testing.T) {
 				t.Fatalf("%v after %d records", err, i)
 			}
 		})
+	}
+}
+
+func TestDecodeRecordsFields(t *testing.T) {
+	recs := []rec{
+		{key: nil, value: nil, ts: t0},
+		{key: []byte("k"), value: []byte("v"), ts: t0 + 7, headers: []kmsg.Header{{Key: "h1", Value: []byte("x")}, {Key: "h2"}}},
+	}
+	b := buildBatch(t, plain(), recs)
+	var got []Record
+	err := DecodeRecords(b, func(r *Record) error {
+		c := *r
+		c.Headers = append([]RecordHeader(nil), r.Headers...)
+		got = append(got, c)
+		return nil
+	})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%v, %d records", err, len(got))
+	}
+	if got[0].Key != nil || got[0].Value != nil || len(got[0].Headers) != 0 {
+		t.Fatalf("null key and value: %+v", got[0])
+	}
+	if string(got[1].Key) != "k" || got[1].Timestamp != t0+7 || len(got[1].Headers) != 2 ||
+		got[1].Headers[0].Key != "h1" || string(got[1].Headers[0].Value) != "x" || got[1].Headers[1].Value != nil {
+		t.Fatalf("record 1: %+v", got[1])
+	}
+	stop := errors.New("stop")
+	if err := DecodeRecords(b, func(*Record) error { return stop }); err != stop {
+		t.Fatalf("fn error not returned: %v", err)
+	}
+	// Records that do not match their lengths are CORRUPT_MESSAGE.
+	for i := BatchHeaderSize; i < len(b); i++ {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x7f
+		resign(c)
+		if err := DecodeRecords(c, func(*Record) error { return nil }); err != nil {
+			wantKerr(t, err, kerr.CorruptMessage)
+		}
+	}
+	_, err = ParseBatchHeader(b[:60])
+	wantKerr(t, err, kerr.CorruptMessage)
+	if h, err := ParseBatchHeader(b); err != nil || h.NumRecords != 2 || h.HasProducerID() {
+		t.Fatalf("%+v %v", h, err)
 	}
 }
