@@ -124,7 +124,7 @@ func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 // duplicates and no corrupt batch.
 func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 	dir := t.TempDir()
-	args := []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", dir, "--topic-default", "flush.messages=1"}
+	args := []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", dir, "--topic-default", "flush.messages=1", "--log-level", "debug"}
 	p := startVigil(t, false, args...)
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(p.kafka), kgo.DefaultProduceTopic("crash"),
@@ -141,6 +141,11 @@ func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// An idempotent producer cannot fail a batch whose request may have
+	// reached the broker, so a Flush in flight at the kill never returns on
+	// its own: the kill cancels it.
+	flushCtx, cancelFlush := context.WithCancel(ctx)
+	defer cancelFlush()
 	killed := make(chan struct{})
 	go func() {
 		// Kill once a good number of records are acknowledged.
@@ -155,6 +160,7 @@ func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		close(killed)
+		cancelFlush()
 	}()
 	sent := 0
 produce:
@@ -176,7 +182,7 @@ produce:
 		})
 		if sent%64 == 63 {
 			// Keep a bounded number in flight.
-			if err := cl.Flush(ctx); err != nil {
+			if err := cl.Flush(flushCtx); err != nil {
 				break
 			}
 		}
@@ -191,7 +197,13 @@ produce:
 		t.Fatalf("only %d records acknowledged before the kill", nAcked)
 	}
 
+	if ctx.Err() != nil {
+		t.Fatalf("producing timed out before the kill")
+	}
+
 	p2 := startVigil(t, false, args...)
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("crash"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -205,7 +217,7 @@ produce:
 	for lastOffset+1 < ends {
 		fs := cons.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("timed out reading back: at offset %d of %d", lastOffset, ends)
+			t.Fatalf("timed out reading back: at offset %d of %d\n%s", lastOffset, ends, p2.stderr)
 		}
 		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch after restart: %v", err) })
 		fs.EachRecord(func(r *kgo.Record) {
