@@ -203,7 +203,9 @@ func (c *Coordinator) consumerHeartbeat(now time.Time, to ReplyTo, cl Client, r 
 	}
 
 	var m *cmember
-	dirty := false
+	// dirty: the group must be persisted; bump: the group epoch moves
+	// (once per heartbeat, however many things changed).
+	dirty, bump := false, false
 	if r.MemberEpoch == 0 {
 		memberID := r.MemberID
 		if memberID == "" {
@@ -244,8 +246,7 @@ func (c *Coordinator) consumerHeartbeat(now time.Time, to ReplyTo, cl Client, r 
 				m.instanceID = &inst
 				cg.static[inst] = memberID
 			}
-			cg.epoch++
-			dirty = true
+			bump = true
 		} else if m.epoch != 0 && !dirty {
 			// The same member joining again (its earlier join's
 			// response was lost, or it restarted): it owns nothing.
@@ -287,8 +288,7 @@ func (c *Coordinator) consumerHeartbeat(now time.Time, to ReplyTo, cl Client, r 
 		if strings.Join(names, "\x00") != strings.Join(m.topics, "\x00") || m.regex != "" && r.SubscribedTopicRegex == nil {
 			m.topics = names
 			m.regex, m.re = "", nil
-			cg.epoch++
-			dirty = true
+			bump = true
 		}
 	}
 	if r.SubscribedTopicRegex != nil && *r.SubscribedTopicRegex != m.regex {
@@ -296,13 +296,16 @@ func (c *Coordinator) consumerHeartbeat(now time.Time, to ReplyTo, cl Client, r 
 		if m.regex != "" {
 			m.topics = nil
 		}
-		cg.epoch++
-		dirty = true
+		bump = true
 	}
 
 	// Resolve regex subscriptions and watch the subscribed topics'
 	// metadata: a new topic or partition moves the group epoch.
 	if c.refreshConsumerMetadata(cg, topics) {
+		bump = true
+	}
+	if bump {
+		cg.epoch++
 		dirty = true
 	}
 	if cg.assignmentEpoch < cg.epoch {
@@ -450,8 +453,8 @@ func (c *Coordinator) consumerRevokeExpired(now time.Time, g *group, id string) 
 }
 
 // refreshConsumerMetadata resolves regex subscriptions and recomputes the
-// signature of the subscribed topics' metadata, bumping the group epoch
-// when it changed. It reports whether anything changed.
+// signature of the subscribed topics' metadata. It reports whether either
+// changed (then the group epoch must move).
 func (c *Coordinator) refreshConsumerMetadata(cg *consumerGroup, topics Topics) bool {
 	changed := false
 	var names []string
@@ -506,9 +509,6 @@ func (c *Coordinator) refreshConsumerMetadata(cg *consumerGroup, topics Topics) 
 	if s := sig.String(); s != cg.metadataSig {
 		cg.metadataSig = s
 		changed = true
-	}
-	if changed {
-		cg.epoch++
 	}
 	return changed
 }

@@ -117,6 +117,7 @@ func (c *Coordinator) Replay(key, value []byte) error {
 		if value == nil {
 			if g != nil {
 				g.deleteOffset(k.Topic, k.Partition)
+				c.dropIfUnused(g)
 			}
 			return nil
 		}
