@@ -2,8 +2,8 @@ package group
 
 import (
 	"regexp"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 

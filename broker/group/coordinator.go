@@ -147,10 +147,10 @@ type Coordinator struct {
 	cfg       Config
 	partition int32
 
-	groups map[string]*group
+	groups    map[string]*group
 	timers    timerHeap
-	compactAt int // heap size that triggers dropping cancelled timers
-	seq    uint64 // timer and member id sequence
+	compactAt int    // heap size that triggers dropping cancelled timers
+	seq       uint64 // timer and member id sequence
 
 	// The write being assembled by the current call, and the completions
 	// of writes handed out and not yet reported.
