@@ -26,7 +26,8 @@ type Broker struct {
 	advertiseHost string
 	advertisePort int32
 
-	meta *metaStore
+	meta   *metaStore
+	groups *groupCoordinator
 
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
@@ -86,6 +87,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		cancel:        cancel,
 		conns:         make(map[*conn]struct{}),
 	}
+	b.groups = newGroupCoordinator(b)
 	return b, nil
 }
 
@@ -99,6 +101,7 @@ func (b *Broker) ClusterID() string { return b.meta.clusterID }
 func (b *Broker) Serve() error {
 	b.bgWG.Add(1)
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
+	b.groups.start()
 	b.ready.Store(true)
 	b.logger.Info("broker serving Kafka", "listen", b.Addr(),
 		"advertise", net.JoinHostPort(b.advertiseHost, strconv.Itoa(int(b.advertisePort))),
@@ -180,6 +183,7 @@ func (b *Broker) Close() error {
 			<-done
 		}
 		b.bgWG.Wait()
+		b.groups.close()
 		b.closeErr = b.meta.close()
 		b.logger.Info("broker stopped")
 	})

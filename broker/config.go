@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigilhq/vigil/broker/group"
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
@@ -57,6 +58,21 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close waits for in-flight requests.
 	ShutdownTimeout time.Duration `yaml:"shutdown-timeout"`
 
+	// OffsetsTopicPartitions is the partition count of __consumer_offsets
+	// when the broker creates it (offsets.topic.num.partitions).
+	OffsetsTopicPartitions int32 `yaml:"offsets-topic-num-partitions"`
+	// Group coordinator settings, named after Kafka's (see broker/group).
+	GroupMinSessionTimeout        time.Duration `yaml:"group-min-session-timeout"`
+	GroupMaxSessionTimeout        time.Duration `yaml:"group-max-session-timeout"`
+	GroupInitialRebalanceDelay    time.Duration `yaml:"group-initial-rebalance-delay"`
+	GroupMaxSize                  int           `yaml:"group-max-size"`
+	OffsetsRetention              time.Duration `yaml:"offsets-retention"`
+	OffsetsRetentionCheckInterval time.Duration `yaml:"offsets-retention-check-interval"`
+	OffsetMetadataMaxBytes        int           `yaml:"offset-metadata-max-bytes"`
+	GroupConsumerSessionTimeout   time.Duration `yaml:"group-consumer-session-timeout"`
+	GroupConsumerHeartbeat        time.Duration `yaml:"group-consumer-heartbeat-interval"`
+	GroupConsumerMaxSize          int           `yaml:"group-consumer-max-size"`
+
 	// FS is the file system partition logs use; nil is the operating
 	// system's. Tests and staging drills inject disk faults through it.
 	FS vlog.FS `yaml:"-"`
@@ -65,6 +81,7 @@ type Config struct {
 // DefaultConfig returns the configuration a broker runs with when nothing is
 // set: node 0 on 127.0.0.1:9092 with data under ./vigil-data.
 func DefaultConfig() Config {
+	g := group.DefaultConfig()
 	return Config{
 		NodeID:                 0,
 		Listen:                 "127.0.0.1:9092",
@@ -76,7 +93,33 @@ func DefaultConfig() Config {
 		NumPartitions:          1,
 		RetentionCheckInterval: 30 * time.Second,
 		ShutdownTimeout:        10 * time.Second,
+
+		OffsetsTopicPartitions:        50,
+		GroupMinSessionTimeout:        g.MinSessionTimeout,
+		GroupMaxSessionTimeout:        g.MaxSessionTimeout,
+		GroupInitialRebalanceDelay:    g.InitialRebalanceDelay,
+		OffsetsRetention:              g.OffsetsRetention,
+		OffsetsRetentionCheckInterval: g.OffsetsRetentionCheckInterval,
+		OffsetMetadataMaxBytes:        g.OffsetMetadataMaxBytes,
+		GroupConsumerSessionTimeout:   g.ConsumerSessionTimeout,
+		GroupConsumerHeartbeat:        g.ConsumerHeartbeatInterval,
 	}
+}
+
+// groupConfig is the coordinator configuration these settings describe.
+func (c *Config) groupConfig() group.Config {
+	g := group.DefaultConfig()
+	g.MinSessionTimeout = c.GroupMinSessionTimeout
+	g.MaxSessionTimeout = c.GroupMaxSessionTimeout
+	g.InitialRebalanceDelay = c.GroupInitialRebalanceDelay
+	g.MaxSize = c.GroupMaxSize
+	g.OffsetsRetention = c.OffsetsRetention
+	g.OffsetsRetentionCheckInterval = c.OffsetsRetentionCheckInterval
+	g.OffsetMetadataMaxBytes = c.OffsetMetadataMaxBytes
+	g.ConsumerSessionTimeout = c.GroupConsumerSessionTimeout
+	g.ConsumerHeartbeatInterval = c.GroupConsumerHeartbeat
+	g.ConsumerMaxSize = c.GroupConsumerMaxSize
+	return g
 }
 
 // LoadConfigFile reads a YAML file over the values already in c. Unknown keys
@@ -123,6 +166,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.RetentionCheckInterval, "retention-check-interval", c.RetentionCheckInterval, "how often retention and time-based rolling run")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight requests")
+	int32Flag(fs, "offsets-topic-num-partitions", "partitions of __consumer_offsets when it is created", &c.OffsetsTopicPartitions)
+	fs.DurationVar(&c.GroupMinSessionTimeout, "group-min-session-timeout", c.GroupMinSessionTimeout, "shortest session timeout a classic group member may ask for")
+	fs.DurationVar(&c.GroupMaxSessionTimeout, "group-max-session-timeout", c.GroupMaxSessionTimeout, "longest session timeout a classic group member may ask for")
+	fs.DurationVar(&c.GroupInitialRebalanceDelay, "group-initial-rebalance-delay", c.GroupInitialRebalanceDelay, "delay of the first rebalance of an empty group, so members starting together join one generation")
+	fs.IntVar(&c.GroupMaxSize, "group-max-size", c.GroupMaxSize, "most members of a classic group (0: unlimited)")
+	fs.DurationVar(&c.OffsetsRetention, "offsets-retention", c.OffsetsRetention, "how long committed offsets of an empty group are kept")
+	fs.DurationVar(&c.OffsetsRetentionCheckInterval, "offsets-retention-check-interval", c.OffsetsRetentionCheckInterval, "how often expired offsets are removed")
+	fs.IntVar(&c.OffsetMetadataMaxBytes, "offset-metadata-max-bytes", c.OffsetMetadataMaxBytes, "largest commit metadata string")
+	fs.DurationVar(&c.GroupConsumerSessionTimeout, "group-consumer-session-timeout", c.GroupConsumerSessionTimeout, "session timeout of KIP-848 consumer group members")
+	fs.DurationVar(&c.GroupConsumerHeartbeat, "group-consumer-heartbeat-interval", c.GroupConsumerHeartbeat, "heartbeat interval told to KIP-848 consumer group members")
+	fs.IntVar(&c.GroupConsumerMaxSize, "group-consumer-max-size", c.GroupConsumerMaxSize, "most members of a KIP-848 consumer group (0: unlimited)")
 	fs.Func("topic-default", "topic config default as name=value (repeatable), e.g. flush.messages=1", func(s string) error {
 		for i := 0; i < len(s); i++ {
 			if s[i] == '=' {
@@ -162,10 +216,49 @@ func (c *Config) Validate() error {
 	if c.RetentionCheckInterval <= 0 {
 		return fmt.Errorf("retention-check-interval must be positive, got %v", c.RetentionCheckInterval)
 	}
+	if c.OffsetsTopicPartitions < 1 || c.OffsetsTopicPartitions > maxPartitions {
+		return fmt.Errorf("offsets-topic-num-partitions must be 1..%d, got %d", maxPartitions, c.OffsetsTopicPartitions)
+	}
+	if c.GroupMinSessionTimeout <= 0 || c.GroupMaxSessionTimeout < c.GroupMinSessionTimeout {
+		return fmt.Errorf("group-min-session-timeout (%v) must be positive and at most group-max-session-timeout (%v)", c.GroupMinSessionTimeout, c.GroupMaxSessionTimeout)
+	}
+	if c.GroupInitialRebalanceDelay < 0 {
+		return fmt.Errorf("group-initial-rebalance-delay must not be negative, got %v", c.GroupInitialRebalanceDelay)
+	}
+	if c.GroupMaxSize < 0 || c.GroupConsumerMaxSize < 0 {
+		return errors.New("group-max-size and group-consumer-max-size must not be negative (0 means unlimited)")
+	}
+	for name, d := range map[string]time.Duration{
+		"offsets-retention":                 c.OffsetsRetention,
+		"offsets-retention-check-interval":  c.OffsetsRetentionCheckInterval,
+		"group-consumer-session-timeout":    c.GroupConsumerSessionTimeout,
+		"group-consumer-heartbeat-interval": c.GroupConsumerHeartbeat,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %v", name, d)
+		}
+	}
+	if c.GroupConsumerHeartbeat >= c.GroupConsumerSessionTimeout {
+		return fmt.Errorf("group-consumer-heartbeat-interval (%v) must be shorter than group-consumer-session-timeout (%v)", c.GroupConsumerHeartbeat, c.GroupConsumerSessionTimeout)
+	}
+	if c.OffsetMetadataMaxBytes < 0 {
+		return fmt.Errorf("offset-metadata-max-bytes must not be negative, got %d", c.OffsetMetadataMaxBytes)
+	}
 	for name, value := range c.TopicDefaults {
 		if _, err := parseTopicConfig(name, value); err != nil {
 			return fmt.Errorf("topic-defaults: %v", err)
 		}
 	}
 	return nil
+}
+
+// int32Flag binds an int32 setting to a flag.
+func int32Flag(fs *flag.FlagSet, name, usage string, p *int32) {
+	fs.Func(name, usage+" (default "+strconv.Itoa(int(*p))+")", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 32)
+		if err == nil {
+			*p = int32(v)
+		}
+		return err
+	})
 }

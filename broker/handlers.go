@@ -47,6 +47,32 @@ func (c *conn) dispatch(req *request, kreq kmsg.Request) (resp kmsg.Response, re
 		return b.handleDescribeLogDirs(r), nil, nil
 	case *kmsg.DescribeProducersRequest:
 		return b.handleDescribeProducers(r), nil, nil
+	case *kmsg.FindCoordinatorRequest:
+		return b.handleFindCoordinator(r), nil, nil
+	case *kmsg.JoinGroupRequest:
+		return b.handleJoinGroup(c, req, r), nil, nil
+	case *kmsg.SyncGroupRequest:
+		return b.handleSyncGroup(c, r), nil, nil
+	case *kmsg.HeartbeatRequest:
+		return b.handleHeartbeat(c, r), nil, nil
+	case *kmsg.LeaveGroupRequest:
+		return b.handleLeaveGroup(c, r), nil, nil
+	case *kmsg.OffsetCommitRequest:
+		return b.handleOffsetCommit(c, r), nil, nil
+	case *kmsg.OffsetFetchRequest:
+		return b.handleOffsetFetch(r), nil, nil
+	case *kmsg.OffsetDeleteRequest:
+		return b.handleOffsetDelete(c, r), nil, nil
+	case *kmsg.DescribeGroupsRequest:
+		return b.handleDescribeGroups(r), nil, nil
+	case *kmsg.ListGroupsRequest:
+		return b.handleListGroups(r), nil, nil
+	case *kmsg.DeleteGroupsRequest:
+		return b.handleDeleteGroups(c, r), nil, nil
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		return b.handleConsumerGroupHeartbeat(c, req, r), nil, nil
+	case *kmsg.ConsumerGroupDescribeRequest:
+		return b.handleConsumerGroupDescribe(r), nil, nil
 	}
 	// apiVersions and this switch must list the same APIs.
 	return nil, nil, fmt.Errorf("no handler for %s", kmsg.NameForKey(req.key))

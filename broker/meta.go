@@ -59,8 +59,12 @@ type topic struct {
 
 // internal reports whether t is one of Kafka's internal topics, which clients
 // may read but not write.
-func (t *topic) internal() bool {
-	return t.name == "__consumer_offsets" || t.name == "__transaction_state"
+func (t *topic) internal() bool { return isInternalTopic(t.name) }
+
+// isInternalTopic reports whether name is one of Kafka's internal topics,
+// which only the broker creates.
+func isInternalTopic(name string) bool {
+	return name == offsetsTopic || name == "__transaction_state"
 }
 
 // topicSet is an immutable snapshot of all topics, swapped atomically so the

@@ -50,7 +50,7 @@ func (b *Broker) handleMetadata(r *kmsg.MetadataRequest) kmsg.Response {
 				resp.Topics = append(resp.Topics, st)
 				continue
 			}
-			if !autoCreate {
+			if !autoCreate || isInternalTopic(name) {
 				st.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				resp.Topics = append(resp.Topics, st)
 				continue

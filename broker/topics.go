@@ -105,6 +105,9 @@ func (b *Broker) checkNewTopic(rt *kmsg.CreateTopicsRequestTopic) (int32, map[st
 	if err := validateTopicName(rt.Topic); err != nil {
 		return 0, nil, errorf(kerr.InvalidTopicException, "%v", err)
 	}
+	if isInternalTopic(rt.Topic) {
+		return 0, nil, errorf(kerr.InvalidRequest, "%s is an internal topic; the broker creates it when it is first needed", rt.Topic)
+	}
 	partitions := rt.NumPartitions
 	if len(rt.ReplicaAssignment) > 0 {
 		if rt.NumPartitions != -1 || rt.ReplicationFactor != -1 {
@@ -198,7 +201,11 @@ func (b *Broker) handleDeleteTopics(r *kmsg.DeleteTopicsRequest) kmsg.Response {
 				st.Topic = strp(t.name)
 			}
 		}
-		if t != nil {
+		if t != nil && t.internal() {
+			st.TopicID = t.id
+			st.ErrorCode = kerr.InvalidRequest.Code
+			st.ErrorMessage = strp(t.name + " is an internal topic and cannot be deleted")
+		} else if t != nil {
 			st.TopicID = t.id
 			if err := b.meta.deleteTopic(t); err != nil {
 				st.ErrorCode = kerr.KafkaStorageError.Code

@@ -30,6 +30,20 @@ var apiVersions = map[int16]versionRange{
 	kmsg.IncrementalAlterConfigs.Int16(): {0, 1},
 	kmsg.DescribeCluster.Int16():         {0, 2},
 	kmsg.DescribeProducers.Int16():       {0, 0},
+
+	kmsg.FindCoordinator.Int16():        {0, 6},
+	kmsg.JoinGroup.Int16():              {0, 9},
+	kmsg.SyncGroup.Int16():              {0, 5},
+	kmsg.Heartbeat.Int16():              {0, 4},
+	kmsg.LeaveGroup.Int16():             {0, 5},
+	kmsg.OffsetCommit.Int16():           {0, 9},
+	kmsg.OffsetFetch.Int16():            {0, 9},
+	kmsg.OffsetDelete.Int16():           {0, 0},
+	kmsg.DescribeGroups.Int16():         {0, 6},
+	kmsg.ListGroups.Int16():             {0, 5},
+	kmsg.DeleteGroups.Int16():           {0, 2},
+	kmsg.ConsumerGroupHeartbeat.Int16(): {0, 1},
+	kmsg.ConsumerGroupDescribe.Int16():  {0, 1},
 }
 
 // apiVersionKeys is the ApiVersions response body, sorted by key.

@@ -214,7 +214,7 @@ func (c *Coordinator) addMember(now time.Time, g *group, id string, j joinArgs) 
 		sessionTimeout:   j.session,
 		rebalanceTimeout: j.rebalance,
 		protocolType:     r.ProtocolType,
-		protocols:        r.Protocols,
+		protocols:        cloneProtocols(r.Protocols),
 		seq:              g.joinSeq,
 		isNew:            true,
 		joined:           now,
@@ -236,7 +236,7 @@ func (c *Coordinator) addMember(now time.Time, g *group, id string, j joinArgs) 
 	if g.state == statePreparingRebalance {
 		c.tryCompleteJoin(now, g)
 	} else {
-		c.prepareRebalance(now, g)
+		c.prepareRebalance(now, g, "member "+id+" joined")
 	}
 }
 
@@ -244,7 +244,7 @@ func (c *Coordinator) addMember(now time.Time, g *group, id string, j joinArgs) 
 // rebalance.
 func (c *Coordinator) updateMember(now time.Time, g *group, m *member, j joinArgs) {
 	r := j.req
-	m.protocols = r.Protocols
+	m.protocols = cloneProtocols(r.Protocols)
 	m.sessionTimeout, m.rebalanceTimeout = j.session, j.rebalance
 	m.clientID, m.clientHost = j.cl.ID, j.cl.Host
 	if m.joining {
@@ -257,7 +257,7 @@ func (c *Coordinator) updateMember(now time.Time, g *group, m *member, j joinArg
 	if g.state == statePreparingRebalance {
 		c.tryCompleteJoin(now, g)
 	} else {
-		c.prepareRebalance(now, g)
+		c.prepareRebalance(now, g, "member "+m.id+" rejoined (new metadata, or the leader asked)")
 	}
 }
 
@@ -287,7 +287,7 @@ func (c *Coordinator) rejoinStaticMember(now time.Time, g *group, m *member, j j
 		g.leader = newID
 	}
 	oldProtocols, oldSession, oldRebalance := m.protocols, m.sessionTimeout, m.rebalanceTimeout
-	m.protocols = r.Protocols
+	m.protocols = cloneProtocols(r.Protocols)
 	m.sessionTimeout, m.rebalanceTimeout = j.session, j.rebalance
 	m.clientID, m.clientHost = j.cl.ID, j.cl.Host
 	c.touch(now, g, m)
@@ -296,7 +296,7 @@ func (c *Coordinator) rejoinStaticMember(now time.Time, g *group, m *member, j j
 	case stateStable:
 		if g.selectProtocol() != g.protocol || !m.sameProtocolsAs(oldProtocols, g.protocol) {
 			m.joining, m.joinTo, m.joinVersion = true, j.to, r.Version
-			c.prepareRebalance(now, g)
+			c.prepareRebalance(now, g, "static member "+*r.InstanceID+" rejoined with new metadata")
 			return
 		}
 		// Persist the replacement, then answer with the current
@@ -337,7 +337,7 @@ func (c *Coordinator) rejoinStaticMember(now time.Time, g *group, m *member, j j
 	case stateCompletingRebalance:
 		// The leader may be assigning with the old id: rebalance again.
 		m.joining, m.joinTo, m.joinVersion = true, j.to, r.Version
-		c.prepareRebalance(now, g)
+		c.prepareRebalance(now, g, "static member "+*r.InstanceID+" rejoined during a rebalance")
 	case statePreparingRebalance:
 		m.joining, m.joinTo, m.joinVersion = true, j.to, r.Version
 		c.tryCompleteJoin(now, g)
@@ -358,7 +358,8 @@ func (m *member) sameProtocolsAs(old []kmsg.JoinGroupRequestProtocol, protocol s
 // the longest rebalance timeout. The first rebalance of an empty group
 // waits group.initial.rebalance.delay.ms (extended while members keep
 // arriving) so that members starting together land in one generation.
-func (c *Coordinator) prepareRebalance(now time.Time, g *group) {
+func (c *Coordinator) prepareRebalance(now time.Time, g *group, reason string) {
+	c.event(g, "preparing to rebalance", reason)
 	if g.state == stateCompletingRebalance {
 		c.resetAssignments(g, kerr.RebalanceInProgress.Code)
 	}
@@ -435,6 +436,7 @@ func (c *Coordinator) completeJoin(now time.Time, g *group) {
 		g.protocol = ""
 		g.leader = ""
 		g.transition(stateEmpty, now)
+		c.event(g, "group is empty", "")
 		c.write([]Record{g.metadataRecord(now)}, nil)
 		return
 	}
@@ -449,6 +451,7 @@ func (c *Coordinator) completeJoin(now time.Time, g *group) {
 		}
 	}
 	g.transition(stateCompletingRebalance, now)
+	c.event(g, "generation started; waiting for the leader's assignment", "leader "+g.leader+", protocol "+g.protocol)
 	for _, m := range g.sortedMembers() {
 		if !m.joining {
 			continue
@@ -543,7 +546,7 @@ func (c *Coordinator) syncGroup(now time.Time, to ReplyTo, r *kmsg.SyncGroupRequ
 		assignment := map[string][]byte{}
 		for _, a := range r.GroupAssignment {
 			if g.members[a.MemberID] != nil {
-				assignment[a.MemberID] = a.MemberAssignment
+				assignment[a.MemberID] = append([]byte{}, a.MemberAssignment...)
 			}
 		}
 		gen := g.generation
@@ -556,7 +559,7 @@ func (c *Coordinator) syncGroup(now time.Time, to ReplyTo, r *kmsg.SyncGroupRequ
 			}
 			if code != 0 {
 				c.resetAssignments(g, persistErrorCode(code))
-				c.prepareRebalance(now, g)
+				c.prepareRebalance(now, g, "storing the assignment failed: "+kerr.ErrorForCode(code).Error())
 				return
 			}
 			for _, mm := range g.sortedMembers() {
@@ -566,6 +569,7 @@ func (c *Coordinator) syncGroup(now time.Time, to ReplyTo, r *kmsg.SyncGroupRequ
 				}
 			}
 			g.transition(stateStable, now)
+			c.event(g, "stable", "")
 		})
 	}
 }
@@ -691,7 +695,7 @@ func (c *Coordinator) leave(now time.Time, g *group, lm kmsg.LeaveGroupRequestMe
 	if m == nil {
 		return kerr.UnknownMemberID.Code
 	}
-	c.removeMember(now, g, m)
+	c.removeMember(now, g, m, "member "+m.id+" left")
 	return 0
 }
 
@@ -711,15 +715,15 @@ func (c *Coordinator) sessionExpired(now time.Time, g *group, m *member) {
 		c.scheduleSession(now, g, m)
 		return
 	}
-	c.removeMember(now, g, m)
+	c.removeMember(now, g, m, "member "+m.id+" session timed out")
 }
 
 // removeMember removes m and rebalances the rest.
-func (c *Coordinator) removeMember(now time.Time, g *group, m *member) {
+func (c *Coordinator) removeMember(now time.Time, g *group, m *member, reason string) {
 	c.removeMemberOnly(g, m)
 	switch g.state {
 	case stateStable, stateCompletingRebalance:
-		c.prepareRebalance(now, g)
+		c.prepareRebalance(now, g, reason)
 	case statePreparingRebalance:
 		c.tryCompleteJoin(now, g)
 	}
@@ -772,4 +776,14 @@ func (g *group) afterLoad(c *Coordinator, now time.Time) {
 	for _, m := range g.sortedMembers() {
 		c.scheduleSession(now, g, m)
 	}
+}
+
+// cloneProtocols copies a request's protocols: the request's bytes belong
+// to the caller's buffer, which is reused once the call returns.
+func cloneProtocols(ps []kmsg.JoinGroupRequestProtocol) []kmsg.JoinGroupRequestProtocol {
+	out := make([]kmsg.JoinGroupRequestProtocol, len(ps))
+	for i, p := range ps {
+		out[i] = kmsg.JoinGroupRequestProtocol{Name: p.Name, Metadata: append([]byte{}, p.Metadata...)}
+	}
+	return out
 }

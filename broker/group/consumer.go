@@ -440,8 +440,13 @@ func (c *Coordinator) removeConsumerMember(now time.Time, g *group, m *cmember) 
 }
 
 func (c *Coordinator) consumerSessionExpired(now time.Time, g *group, id string) {
+	c.expireConsumerMember(now, g, id, "session timed out")
+}
+
+func (c *Coordinator) expireConsumerMember(now time.Time, g *group, id, why string) {
 	if m := g.consumer.member(id); m != nil {
 		c.removeConsumerMember(now, g, m)
+		c.event(g, "member "+id+" removed", why)
 		c.write([]Record{consumerGroupRecord(g, now)}, nil)
 	}
 }
@@ -449,7 +454,7 @@ func (c *Coordinator) consumerSessionExpired(now time.Time, g *group, id string)
 // consumerRevokeExpired removes a member that did not revoke partitions
 // within its rebalance timeout: its partitions go to the others.
 func (c *Coordinator) consumerRevokeExpired(now time.Time, g *group, id string) {
-	c.consumerSessionExpired(now, g, id)
+	c.expireConsumerMember(now, g, id, "did not revoke its partitions within its rebalance timeout")
 }
 
 // refreshConsumerMetadata resolves regex subscriptions and recomputes the
@@ -544,6 +549,7 @@ func (c *Coordinator) computeTarget(g *group, topics Topics) {
 	}
 	cg.target = runAssignor(cg.assignorName(), in)
 	cg.assignmentEpoch = cg.epoch
+	c.event(g, "computed a target assignment", "assignor "+cg.assignorName())
 }
 
 // checkEpoch validates a heartbeat's member epoch: the current one, or the
@@ -735,7 +741,10 @@ func (cg *consumerGroup) validateCommit(memberID string, epoch int32, version in
 	if m == nil {
 		return kerr.UnknownMemberID.Code
 	}
-	if epoch != m.epoch {
+	// The previous epoch is accepted too: a member commits the partitions
+	// it is revoking before it acknowledges the revocation, and a commit
+	// may cross the heartbeat response that moved it to the next epoch.
+	if epoch != m.epoch && epoch != m.prevEpoch {
 		if version >= 9 {
 			return kerr.StaleMemberEpoch.Code
 		}

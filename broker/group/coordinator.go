@@ -135,9 +135,21 @@ type Append struct {
 
 // Output is what a call asks the caller to do: deliver Replies, then (if
 // Append is not nil) write it and report the outcome with Persisted.
+// Events describe what happened to groups, for the operator's log.
 type Output struct {
 	Replies []Reply
 	Append  *Append
+	Events  []Event
+}
+
+// Event is a notable change of a group: a rebalance starting or
+// completing, a member removed, a new target assignment.
+type Event struct {
+	Group      string
+	Msg        string // what happened, e.g. "preparing to rebalance"
+	Reason     string // why, when known
+	Generation int32  // generation (classic) or group epoch (KIP-848)
+	Members    int
 }
 
 // Coordinator is the deterministic state of the groups of one
@@ -190,6 +202,15 @@ func (c *Coordinator) sequentialID() string {
 
 // Partition returns the __consumer_offsets partition this coordinator owns.
 func (c *Coordinator) Partition() int32 { return c.partition }
+
+// event records something notable for the operator's log.
+func (c *Coordinator) event(g *group, msg, reason string) {
+	e := Event{Group: g.id, Msg: msg, Reason: reason, Generation: g.generation, Members: len(g.members)}
+	if g.consumer != nil {
+		e.Generation, e.Members = g.consumer.epoch, len(g.consumer.members)
+	}
+	c.out.Events = append(c.out.Events, e)
+}
 
 // reply queues a response.
 func (c *Coordinator) reply(to ReplyTo, resp kmsg.Response) {

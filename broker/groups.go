@@ -1,0 +1,402 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/vigilhq/vigil/broker/group"
+	vlog "github.com/vigilhq/vigil/broker/log"
+)
+
+// offsetsTopic is Kafka's internal topic of committed offsets and group
+// metadata. A group belongs to partition group.PartitionFor(id, n); the
+// leader of that partition is the group's coordinator, so coordination
+// follows partition leadership.
+const offsetsTopic = "__consumer_offsets"
+
+// groupCoordinator is the I/O shell around the deterministic coordinator
+// cores of broker/group: one shard per partition of __consumer_offsets it
+// leads, each with a lock, a timer for the core's deadlines and the
+// partition's log for the records the core asks to persist.
+type groupCoordinator struct {
+	b *Broker
+
+	mu     sync.Mutex
+	shards []*groupShard // by partition; nil until the offsets topic exists
+	closed bool
+}
+
+// groupShard is the coordinator of one __consumer_offsets partition.
+type groupShard struct {
+	gc *groupCoordinator
+	p  *partition
+
+	mu      sync.Mutex
+	core    *group.Coordinator
+	loaded  chan struct{} // closed once the partition is replayed
+	loadErr error
+	timer   *time.Timer
+	stopped bool
+}
+
+// errCoordinatorLoading is returned while a shard replays its partition.
+var errCoordinatorLoading = errors.New("coordinator is loading")
+
+func newGroupCoordinator(b *Broker) *groupCoordinator {
+	return &groupCoordinator{b: b}
+}
+
+// start loads the shards of an existing offsets topic in the background.
+func (gc *groupCoordinator) start() {
+	if t := gc.b.meta.lookup(offsetsTopic); t != nil {
+		gc.mu.Lock()
+		gc.openShardsLocked(t)
+		gc.mu.Unlock()
+	}
+}
+
+// ensureTopic creates __consumer_offsets on first use, as Kafka does, and
+// returns the shards.
+func (gc *groupCoordinator) ensureTopic() ([]*groupShard, error) {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if gc.closed {
+		return nil, errors.New("broker is shutting down")
+	}
+	if gc.shards != nil {
+		return gc.shards, nil
+	}
+	t := gc.b.meta.lookup(offsetsTopic)
+	if t == nil {
+		configs := map[string]string{
+			"cleanup.policy": "compact",
+			"segment.bytes":  "104857600",
+		}
+		var err error
+		t, err = gc.b.meta.createTopic(offsetsTopic, gc.b.cfg.OffsetsTopicPartitions, configs)
+		if errors.Is(err, errTopicExists) {
+			t = gc.b.meta.lookup(offsetsTopic)
+		} else if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", offsetsTopic, err)
+		}
+		gc.b.logger.Info("created the offsets topic", "topic", offsetsTopic, "partitions", len(t.partitions))
+	}
+	gc.openShardsLocked(t)
+	return gc.shards, nil
+}
+
+func (gc *groupCoordinator) openShardsLocked(t *topic) {
+	gc.shards = make([]*groupShard, len(t.partitions))
+	for i, p := range t.partitions {
+		s := &groupShard{gc: gc, p: p, loaded: make(chan struct{})}
+		gc.shards[i] = s
+		go s.load()
+	}
+}
+
+// shardFor returns the shard coordinating groupID once it is loaded.
+func (gc *groupCoordinator) shardFor(groupID string) (*groupShard, error) {
+	shards, err := gc.ensureTopic()
+	if err != nil {
+		return nil, err
+	}
+	s := shards[group.PartitionFor(groupID, int32(len(shards)))]
+	select {
+	case <-s.loaded:
+		return s, s.loadErr
+	default:
+		return nil, errCoordinatorLoading
+	}
+}
+
+// coordinatorError maps a shardFor error to the code a group client
+// should see.
+func coordinatorError(err error) int16 {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errCoordinatorLoading):
+		return kerr.CoordinatorLoadInProgress.Code
+	default:
+		return kerr.CoordinatorNotAvailable.Code
+	}
+}
+
+// load replays the partition into a new core and starts it.
+func (s *groupShard) load() {
+	defer close(s.loaded)
+	logger := s.gc.b.logger.With("partition", s.p.String())
+	cfg := s.gc.b.cfg.groupConfig()
+	core := group.New(cfg, s.p.index)
+	core.SetIDGenerator(randomID)
+	start := time.Now()
+	var records, bad int
+	err := readLog(s.p.log, func(r *vlog.Record) {
+		records++
+		if err := core.Replay(r.Key, r.Value); err != nil {
+			bad++
+			logger.Warn("skipping a malformed record in the offsets topic", "offset", r.Offset, "err", err)
+		}
+	})
+	if err != nil {
+		s.loadErr = fmt.Errorf("loading %s: %w", s.p, err)
+		logger.Error("group coordinator could not load its partition; its groups are unavailable", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.core = core
+	s.applyLocked(core.Start(time.Now()))
+	s.mu.Unlock()
+	if records > 0 {
+		logger.Info("group coordinator loaded", "records", records, "malformed", bad,
+			"unknown_record_versions", core.Skipped(), "took", time.Since(start))
+	}
+}
+
+// readLog calls fn with every record of l from its start to its end.
+func readLog(l *vlog.Log, fn func(*vlog.Record)) error {
+	buf := make([]byte, 0, 1<<20)
+	off := l.StartOffset()
+	end := l.EndOffset()
+	for off < end {
+		info, err := l.Read(buf[:0], off, 1<<20, end)
+		if err != nil {
+			return err
+		}
+		if len(info.Records) == 0 {
+			break
+		}
+		next := off
+		for b := info.Records; len(b) > 0; {
+			h, err := vlog.ParseBatchHeader(b)
+			if err != nil {
+				return err
+			}
+			batch := b[:h.Size()]
+			b = b[h.Size():]
+			next = h.LastOffset() + 1
+			if h.IsControl() {
+				continue
+			}
+			if err := vlog.DecodeRecords(batch, func(r *vlog.Record) error {
+				if r.Offset >= off {
+					fn(r)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		if next <= off {
+			break
+		}
+		off = next
+		buf = info.Records
+	}
+	return nil
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// do runs op against the loaded core and carries out its output: replies
+// go to their channels, records are appended to the partition before the
+// core hears the outcome, and the timer is set to the next deadline.
+func (s *groupShard) do(op func(core *group.Coordinator, now time.Time) group.Output) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || s.core == nil {
+		return errors.New("coordinator stopped")
+	}
+	s.applyLocked(op(s.core, time.Now()))
+	return nil
+}
+
+func (s *groupShard) applyLocked(out group.Output) {
+	for {
+		for _, e := range out.Events {
+			s.gc.b.logger.Info("group: "+e.Msg, "group", e.Group, "generation", e.Generation, "members", e.Members, "reason", e.Reason)
+		}
+		for _, r := range out.Replies {
+			r.To.(chan kmsg.Response) <- r.Resp // buffered; one reply per token
+		}
+		if out.Append == nil {
+			break
+		}
+		code := s.append(out.Append.Records)
+		out = s.core.Persisted(time.Now(), out.Append.ID, code)
+	}
+	s.resetTimerLocked()
+}
+
+// append writes records to the shard's partition as one batch and returns
+// the Kafka error code of the outcome.
+func (s *groupShard) append(recs []group.Record) int16 {
+	if len(recs) == 0 {
+		return 0
+	}
+	batch := encodeBatch(recs, time.Now().UnixMilli())
+	if _, err := s.p.log.Append(batch, s.p.epoch); err != nil {
+		code, _ := s.p.errorCode(err)
+		s.gc.b.logger.Error("writing to the offsets topic failed", "partition", s.p.String(), "err", err)
+		if code == 0 {
+			code = kerr.UnknownServerError.Code
+		}
+		return code
+	}
+	s.p.notify()
+	return 0
+}
+
+func (s *groupShard) resetTimerLocked() {
+	if s.stopped {
+		return
+	}
+	next := s.core.NextDeadline()
+	if next.IsZero() {
+		return
+	}
+	d := max(time.Until(next), 0)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.tick)
+	} else {
+		s.timer.Reset(d)
+	}
+}
+
+func (s *groupShard) tick() {
+	_ = s.do(func(core *group.Coordinator, now time.Time) group.Output { return core.Tick(now) })
+}
+
+// stop answers every held request with NOT_COORDINATOR and stops the timer.
+func (s *groupShard) stop() {
+	<-s.loaded
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || s.core == nil {
+		s.stopped = true
+		return
+	}
+	out := s.core.Stop()
+	s.stopped = true
+	for _, r := range out.Replies {
+		r.To.(chan kmsg.Response) <- r.Resp
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+// close stops every shard; called before the logs are closed.
+func (gc *groupCoordinator) close() {
+	gc.mu.Lock()
+	gc.closed = true
+	shards := gc.shards
+	gc.mu.Unlock()
+	for _, s := range shards {
+		s.stop()
+	}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encodeBatch encodes records as one uncompressed v2 record batch with base
+// offset 0 (the log assigns offsets) and no producer id.
+func encodeBatch(recs []group.Record, nowMs int64) []byte {
+	var body []byte
+	for i, r := range recs {
+		kr := kmsg.Record{OffsetDelta: int32(i), Key: r.Key, Value: r.Value}
+		enc := kr.AppendTo(nil) // with Length 0; re-encoded below with the real length
+		kr.Length = int32(len(enc) - 1)
+		body = kr.AppendTo(body)
+	}
+	b := kmsg.RecordBatch{
+		FirstOffset:          0,
+		PartitionLeaderEpoch: -1,
+		Magic:                2,
+		Attributes:           0,
+		LastOffsetDelta:      int32(len(recs) - 1),
+		FirstTimestamp:       nowMs,
+		MaxTimestamp:         nowMs,
+		ProducerID:           -1,
+		ProducerEpoch:        -1,
+		FirstSequence:        -1,
+		NumRecords:           int32(len(recs)),
+		Records:              body,
+	}
+	out := b.AppendTo(nil)
+	// batchLength counts everything after itself; the CRC covers the
+	// bytes from the attributes on.
+	kbin.AppendInt32(out[:8], int32(len(out)-12))
+	crc := crc32.Checksum(out[21:], castagnoli)
+	kbin.AppendInt32(out[:17], int32(crc))
+	return out
+}
+
+// client describes a connection's client for the coordinator.
+func (c *conn) groupClient(clientID string) group.Client {
+	host := c.nc.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return group.Client{ID: clientID, Host: "/" + host}
+}
+
+// wait waits for the reply to a held request; if the connection or the
+// broker goes away first, the client gets NOT_COORDINATOR so that it looks
+// the coordinator up again.
+func (c *conn) wait(ch chan kmsg.Response, onClose func() kmsg.Response) kmsg.Response {
+	select {
+	case resp := <-ch:
+		return resp
+	case <-c.ctx.Done():
+		select {
+		case resp := <-ch:
+			return resp
+		default:
+			return onClose()
+		}
+	}
+}
+
+// topicsView exposes the broker's topics to KIP-848 groups.
+type topicsView struct{ m *metaStore }
+
+func (v topicsView) ByName(name string) ([16]byte, int32, bool) {
+	t := v.m.lookup(name)
+	if t == nil {
+		return [16]byte{}, 0, false
+	}
+	return t.id, int32(len(t.partitions)), true
+}
+
+func (v topicsView) ByID(id [16]byte) (string, bool) {
+	t := v.m.lookupID(id)
+	if t == nil {
+		return "", false
+	}
+	return t.name, true
+}
+
+func (v topicsView) Names() []string {
+	var names []string
+	for _, t := range v.m.sortedTopics() {
+		if !t.internal() {
+			names = append(names, t.name)
+		}
+	}
+	return names
+}
