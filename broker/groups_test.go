@@ -96,6 +96,8 @@ type groupMember struct {
 
 	mu       sync.Mutex
 	assigned map[int32]bool
+	// rebalances counts OnPartitionsAssigned calls.
+	rebalances atomic.Int32
 }
 
 // groupLedger collects every record value processed by any member.
@@ -126,6 +128,7 @@ func startMember(t *testing.T, b *Broker, name, groupID, topic string, ledger *g
 		kgo.HeartbeatInterval(200 * time.Millisecond),
 		kgo.RequestTimeoutOverhead(2 * time.Second),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+			m.rebalances.Add(1)
 			m.mu.Lock()
 			for _, p := range a[topic] {
 				m.assigned[p] = true
@@ -335,4 +338,88 @@ func committedTotal(t *testing.T, adm *kadm.Client, groupID, topic string) int64
 		}
 	})
 	return total
+}
+
+// TestStaticMemberRestartWithoutRebalance restarts a static member
+// (group.instance.id) within its session timeout: it gets its partitions
+// back and the other member sees no rebalance.
+func TestStaticMemberRestartWithoutRebalance(t *testing.T) {
+	b := groupBroker(t, "")
+	adm := newAdmin(t, b)
+	createTopic(t, adm, "static", 6, nil)
+	ledger := &groupLedger{seen: map[string]int{}}
+	static := func(inst string) []kgo.Opt {
+		return []kgo.Opt{kgo.InstanceID(inst), kgo.SessionTimeout(20 * time.Second), kgo.Balancers(kgo.RangeBalancer())}
+	}
+	a := startMember(t, b, "a", "static-group", "static", ledger, static("instance-a")...)
+	other := startMember(t, b, "b", "static-group", "static", ledger, static("instance-b")...)
+	waitFor(t, "a 3/3 split", time.Minute, func() bool { return a.partitions() == 3 && other.partitions() == 3 })
+	before := other.rebalances.Load()
+
+	a.stop() // a static member does not leave the group on close
+	d, err := adm.DescribeGroups(testCtx(t), "static-group")
+	if err != nil || d["static-group"].State != "Stable" || len(d["static-group"].Members) != 2 {
+		t.Fatalf("after the static member stopped: %+v %v", d["static-group"], err)
+	}
+	a2 := startMember(t, b, "a2", "static-group", "static", ledger, static("instance-a")...)
+	waitFor(t, "the restarted member to get its partitions back", time.Minute, func() bool { return a2.partitions() == 3 })
+	if got := other.rebalances.Load(); got != before {
+		t.Fatalf("the other member went through %d rebalances during the static restart", got-before)
+	}
+	if other.partitions() != 3 {
+		t.Fatalf("the other member has %d partitions", other.partitions())
+	}
+}
+
+// TestGroupsSurviveBrokerRestart commits offsets in a stable group, restarts
+// the broker on the same data, and finds the group and every offset again.
+func TestGroupsSurviveBrokerRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := groupBroker(t, dir)
+	adm := newAdmin(t, b)
+	createTopic(t, adm, "durable", 3, nil)
+	produceValues(t, b, "durable", 0, 300)
+	ledger := &groupLedger{seen: map[string]int{}}
+	m := startMember(t, b, "m", "durable-group", "durable", ledger)
+	waitFor(t, "all records processed", time.Minute, func() bool { return ledger.count() == 300 })
+	waitFor(t, "all records committed", time.Minute, func() bool { return committedTotal(t, adm, "durable-group", "durable") == 300 })
+	// A standalone commit too (a group with no members).
+	if err := adm.CommitAllOffsets(testCtx(t), "standalone", kadm.OffsetsFromRecords(kgo.Record{Topic: "durable", Partition: 1, Offset: 41})); err != nil {
+		t.Fatal(err)
+	}
+	m.stop()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b2 := groupBroker(t, dir)
+	adm2 := newAdmin(t, b2)
+	waitFor(t, "offsets after the restart", time.Minute, func() bool {
+		return committedTotal(t, adm2, "durable-group", "durable") == 300
+	})
+	offs, err := adm2.FetchOffsets(testCtx(t), "standalone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offs.Lookup("durable", 1); !ok || o.At != 42 {
+		t.Fatalf("standalone offset after restart: %+v", o)
+	}
+	groups, err := adm2.ListGroups(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := groups["durable-group"]; !ok {
+		t.Fatalf("group missing after restart: %v", groups.Groups())
+	}
+	// A consumer in the group resumes after the committed offsets.
+	produceValues(t, b2, "durable", 300, 350)
+	ledger2 := &groupLedger{seen: map[string]int{}}
+	m2 := startMember(t, b2, "m2", "durable-group", "durable", ledger2)
+	waitFor(t, "the new records", time.Minute, func() bool { return ledger2.count() == 50 })
+	m2.stop()
+	for v := range ledger2.seen {
+		if n, _ := strconv.Atoi(v); n < 300 {
+			t.Fatalf("record %s read again after the restart", v)
+		}
+	}
 }

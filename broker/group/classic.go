@@ -133,7 +133,11 @@ func (c *Coordinator) joinUnknownMember(now time.Time, g *group, j joinArgs) {
 		c.reply(j.to, joinError(r.Version, "", kerr.GroupMaxSizeReached.Code))
 		return
 	}
-	id := c.newMemberID(j.cl.ID)
+	prefix := j.cl.ID
+	if r.InstanceID != nil {
+		prefix = *r.InstanceID // Kafka names static members after their instance
+	}
+	id := c.newMemberID(prefix)
 	if r.InstanceID == nil && r.Version >= 4 {
 		// KIP-394: the client must come back with the id, so a join
 		// whose response was lost does not leave a ghost member.
@@ -269,7 +273,7 @@ func (c *Coordinator) rejoinStaticMember(now time.Time, g *group, m *member, j j
 	r := j.req
 	oldID := m.id
 	oldLeader := g.leader
-	newID := c.newMemberID(j.cl.ID)
+	newID := c.newMemberID(*r.InstanceID)
 	// The old instance's held requests are answered with FENCED_INSTANCE_ID.
 	if m.joining {
 		c.reply(m.joinTo, joinError(m.joinVersion, oldID, kerr.FencedInstanceID.Code))
