@@ -229,7 +229,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 func produceValues(t *testing.T, b *Broker, topic string, from, to int) {
 	t.Helper()
-	cl := newClient(t, b, kgo.DefaultProduceTopic(topic))
+	// Uncompressed: kafka-python reads these too, and Debian's has no
+	// snappy.
+	cl := newClient(t, b, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	var recs []*kgo.Record
 	for i := from; i < to; i++ {
 		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i % 97)), Value: []byte(strconv.Itoa(i))})
