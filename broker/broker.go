@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Broker is one Vigil broker. Create it with New, run it with Serve, stop it
@@ -26,8 +29,9 @@ type Broker struct {
 	advertiseHost string
 	advertisePort int32
 
-	meta   *metaStore
-	groups *groupCoordinator
+	meta     *metaStore
+	groups   *groupCoordinator
+	registry *prometheus.Registry
 
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
@@ -88,6 +92,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		conns:         make(map[*conn]struct{}),
 	}
 	b.groups = newGroupCoordinator(b)
+	b.registry = newRegistry(b)
 	return b, nil
 }
 
@@ -204,8 +209,9 @@ func (b *Broker) maintainLoop() {
 	}
 }
 
-// HTTPHandler serves the broker's health endpoints:
+// HTTPHandler serves the broker's health endpoints and metrics:
 //
+//	/metrics  Prometheus metrics (see docs/metrics.md)
 //	/healthz  200 while the process is up and serving (liveness)
 //	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace)
 //	/readyz   200 once the listener accepts and every partition log is
@@ -215,6 +221,7 @@ func (b *Broker) HTTPHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

@@ -72,6 +72,9 @@ type Config struct {
 	GroupConsumerSessionTimeout   time.Duration `yaml:"group-consumer-session-timeout"`
 	GroupConsumerHeartbeat        time.Duration `yaml:"group-consumer-heartbeat-interval"`
 	GroupConsumerMaxSize          int           `yaml:"group-consumer-max-size"`
+	// GroupLagTopN bounds vigil_group_lag_records: the N groups with the
+	// most lag are reported by name, the rest summed as group="other".
+	GroupLagTopN int `yaml:"group-lag-top-n"`
 
 	// FS is the file system partition logs use; nil is the operating
 	// system's. Tests and staging drills inject disk faults through it.
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:        10 * time.Second,
 
 		OffsetsTopicPartitions:        50,
+		GroupLagTopN:                  100,
 		GroupMinSessionTimeout:        g.MinSessionTimeout,
 		GroupMaxSessionTimeout:        g.MaxSessionTimeout,
 		GroupInitialRebalanceDelay:    g.InitialRebalanceDelay,
@@ -177,6 +181,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.GroupConsumerSessionTimeout, "group-consumer-session-timeout", c.GroupConsumerSessionTimeout, "session timeout of KIP-848 consumer group members")
 	fs.DurationVar(&c.GroupConsumerHeartbeat, "group-consumer-heartbeat-interval", c.GroupConsumerHeartbeat, "heartbeat interval told to KIP-848 consumer group members")
 	fs.IntVar(&c.GroupConsumerMaxSize, "group-consumer-max-size", c.GroupConsumerMaxSize, "most members of a KIP-848 consumer group (0: unlimited)")
+	fs.IntVar(&c.GroupLagTopN, "group-lag-top-n", c.GroupLagTopN, "consumer groups reported by name in vigil_group_lag_records (the rest are summed as group=\"other\")")
 	fs.Func("topic-default", "topic config default as name=value (repeatable), e.g. flush.messages=1", func(s string) error {
 		for i := 0; i < len(s); i++ {
 			if s[i] == '=' {
@@ -240,6 +245,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GroupConsumerHeartbeat >= c.GroupConsumerSessionTimeout {
 		return fmt.Errorf("group-consumer-heartbeat-interval (%v) must be shorter than group-consumer-session-timeout (%v)", c.GroupConsumerHeartbeat, c.GroupConsumerSessionTimeout)
+	}
+	if c.GroupLagTopN < 0 {
+		return fmt.Errorf("group-lag-top-n must not be negative, got %d", c.GroupLagTopN)
 	}
 	if c.OffsetMetadataMaxBytes < 0 {
 		return fmt.Errorf("offset-metadata-max-bytes must not be negative, got %d", c.OffsetMetadataMaxBytes)

@@ -131,3 +131,28 @@ func (c *Coordinator) DeleteGroup(now time.Time, to ReplyTo, id string, version 
 	})
 	return c.finish()
 }
+
+// EachOffset calls fn with every committed offset, for lag metrics.
+func (c *Coordinator) EachOffset(fn func(group, topic string, partition int32, offset int64)) {
+	for id, g := range c.groups {
+		for t, ps := range g.offsets {
+			for p, o := range ps {
+				fn(id, t, p, o.offset)
+			}
+		}
+	}
+}
+
+// EachGroup calls fn with the type and state of every group, for metrics.
+func (c *Coordinator) EachGroup(fn func(groupType, state string)) {
+	for _, g := range c.groups {
+		if g.state == stateDead {
+			continue
+		}
+		if g.consumer != nil {
+			fn(typeConsumer, g.consumer.stateName())
+		} else {
+			fn(typeClassic, g.state.String())
+		}
+	}
+}

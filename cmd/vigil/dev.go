@@ -42,12 +42,13 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	bh := b.HTTPHandler()
 	mux.Handle("/healthz", bh)
 	mux.Handle("/readyz", bh)
+	mux.Handle("/metrics", bh)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\n\n/healthz  liveness\n/readyz   readiness\n",
+		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\n\n/healthz  liveness\n/readyz   readiness\n/metrics  Prometheus metrics\n",
 			b.Addr(), b.ClusterID())
 	})
 	return serve(ctx, logger, b, hostPort("127.0.0.1", *httpPort), mux)
