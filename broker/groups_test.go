@@ -355,7 +355,13 @@ func TestStaticMemberRestartWithoutRebalance(t *testing.T) {
 	}
 	a := startMember(t, b, "a", "static-group", "static", ledger, static("instance-a")...)
 	other := startMember(t, b, "b", "static-group", "static", ledger, static("instance-b")...)
-	waitFor(t, "a 3/3 split", time.Minute, func() bool { return a.partitions() == 3 && other.partitions() == 3 })
+	waitFor(t, "a stable 3/3 split", time.Minute, func() bool {
+		if a.partitions() != 3 || other.partitions() != 3 {
+			return false
+		}
+		d, err := adm.DescribeGroups(testCtx(t), "static-group")
+		return err == nil && d["static-group"].State == "Stable"
+	})
 	before := other.rebalances.Load()
 
 	a.stop() // a static member does not leave the group on close
