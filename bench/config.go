@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"slices"
 	"fmt"
 	"io"
 	"strings"
@@ -25,6 +26,8 @@ const (
 	DefaultBatchMaxBytes     = 1 << 20
 	DefaultDuration          = 10 * time.Second
 	DefaultDrainTimeout      = 30 * time.Second
+	DefaultBalancer          = "range"
+	DefaultCommits           = 100
 
 	// bufferedBytesBudget is the per-producer budget used to size
 	// MaxBufferedRecords when Config.MaxBufferedRecords is zero: enough
@@ -123,6 +126,16 @@ type Config struct {
 	// CPUProfile, if set, is a file for a Go CPU profile of the client
 	// (Run only).
 	CPUProfile string
+
+	// Group benchmark: GroupID is the consumer group (empty: a new one
+	// per run), Balancer one of range, roundrobin, sticky,
+	// cooperative-sticky (classic protocol) or uniform, server-range
+	// (KIP-848 server-side assignors), and Commits the synchronous commits
+	// each member makes once the group is stable. Zero: a new group,
+	// [DefaultBalancer], [DefaultCommits].
+	GroupID  string
+	Balancer string
+	Commits  int
 }
 
 // DefaultConfig returns the configuration that the command line uses when no
@@ -140,6 +153,8 @@ func DefaultConfig() Config {
 		Compression:       DefaultCompression,
 		BatchMaxBytes:     DefaultBatchMaxBytes,
 		DrainTimeout:      DefaultDrainTimeout,
+		Balancer:          DefaultBalancer,
+		Commits:           DefaultCommits,
 	}
 }
 
@@ -189,7 +204,13 @@ func (c Config) withDefaults(mode string) (Config, error) {
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = time.Second
 	}
-	if mode != modeConsume && c.Duration == 0 && c.Records == 0 {
+	if c.Balancer == "" {
+		c.Balancer = DefaultBalancer
+	}
+	if c.Commits == 0 {
+		c.Commits = DefaultCommits
+	}
+	if mode != modeConsume && mode != modeGroup && c.Duration == 0 && c.Records == 0 {
 		c.Duration = DefaultDuration
 	}
 	return c, c.validate(mode)
@@ -214,6 +235,12 @@ func (c Config) validate(mode string) error {
 	}
 	if c.Consumers < 0 {
 		bad("consumers must be positive, got %d", c.Consumers)
+	}
+	if !slices.Contains(groupBalancers, c.Balancer) {
+		bad("balancer %q: want one of %s", c.Balancer, strings.Join(groupBalancers, ", "))
+	}
+	if c.Commits < 0 {
+		bad("commits must not be negative, got %d", c.Commits)
 	}
 	if c.RecordSize < 0 {
 		bad("record size must be positive, got %d", c.RecordSize)

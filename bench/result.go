@@ -22,6 +22,8 @@ type Result struct {
 	Consume *Stage `json:"consume,omitempty"`
 	// E2E is set for e2e runs.
 	E2E *E2EStats `json:"e2e,omitempty"`
+	// Group is set for group runs.
+	Group *GroupStats `json:"group,omitempty"`
 	// BrokerCPU is set when Config.BrokerPID or Config.BrokerMetricsURL
 	// was given and both samples succeeded.
 	BrokerCPU *BrokerCPU `json:"broker_cpu,omitempty"`
@@ -63,6 +65,8 @@ func settingsOf(c Config, mode string, partitions int32) Settings {
 		if c.ProduceFirst == 0 {
 			producers = 0
 		}
+	case modeGroup:
+		producers, consumers = 0, c.Consumers
 	}
 	return Settings{
 		Brokers:           c.Brokers,
@@ -247,6 +251,16 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprint(w, "  (drain timed out)")
 		}
 		fmt.Fprintln(w)
+	}
+	if g := r.Group; g != nil {
+		fmt.Fprintf(w, "  group %s: %d members, balancer %s: stable after %.3fs (%d assignments received)\n",
+			g.Group, g.Members, g.Balancer, g.StableSeconds, g.Rebalances)
+		if g.Commit != nil {
+			writeLatency(w, "commit latency", g.Commit)
+		}
+		if g.Errors > 0 {
+			fmt.Fprintf(w, "  commit errors %d, first: %s\n", g.Errors, g.FirstError)
+		}
 	}
 	if c := r.BrokerCPU; c != nil {
 		fmt.Fprintf(w, "  broker CPU %.2fs for %s MB moved: %.2f CPU-seconds/GB (%s)\n",

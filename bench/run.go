@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-const usageHead = `Usage: vigil bench produce|consume|e2e [flags]
+const usageHead = `Usage: vigil bench produce|consume|e2e|group [flags]
 
 Load generator for any Kafka-compatible cluster (Vigil, Apache Kafka, ...).
 
@@ -26,6 +26,8 @@ Modes:
   e2e      produce at a fixed --rate while consuming; report end-to-end latency
            (Produce call to consumer receipt) and check that every acknowledged
            record arrives exactly once (missing and duplicate counts)
+  group    start --consumers consumers in a new group at once; report the time
+           to a stable assignment and the latency of synchronous commits
 
 The measured phase lasts --duration (default 10s), or until --records records,
 whichever comes first, after --warmup. MB = 10^6 bytes, GB = 10^9 bytes, of
@@ -36,6 +38,7 @@ Examples:
   vigil bench produce --records 1000000 --compression zstd --broker-pid 4242
   vigil bench consume --produce-first 2000000 --consumers 2
   vigil bench e2e --rate 20000 --duration 1m --warmup 5s --json
+  vigil bench group --consumers 6 --balancer cooperative-sticky --commits 200
 `
 
 // Run runs `vigil bench` with args (the words after "bench": the mode, then
@@ -85,6 +88,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res, err = Consume(ctx, cfg)
 	case modeE2E:
 		res, err = E2E(ctx, cfg)
+	case modeGroup:
+		res, err = Group(ctx, cfg)
 	}
 	if res != nil {
 		if jsonOut {
@@ -110,9 +115,9 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	}
 	mode = args[0]
 	switch mode {
-	case modeProduce, modeConsume, modeE2E:
+	case modeProduce, modeConsume, modeE2E, modeGroup:
 	default:
-		return "", cfg, false, fmt.Errorf("vigil bench: unknown mode %q: want produce, consume or e2e (see 'vigil bench -h')", mode)
+		return "", cfg, false, fmt.Errorf("vigil bench: unknown mode %q: want produce, consume, e2e or group (see 'vigil bench -h')", mode)
 	}
 	hint := fmt.Sprintf("see 'vigil bench %s -h'", mode)
 
@@ -142,6 +147,9 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	progress := fs.Duration("progress", time.Second, "print progress to stderr this often; 0 = never; off with --json unless given")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the benchmark client to `FILE`")
+	fs.StringVar(&cfg.GroupID, "group", "", "group: consumer group `ID` (default: a new group per run)")
+	fs.Var(choice{&cfg.Balancer, groupBalancers}, "balancer", "group: range, roundrobin, sticky, cooperative-sticky (classic protocol), uniform or server-range (KIP-848)")
+	fs.IntVar(&cfg.Commits, "commits", DefaultCommits, "group: synchronous commits per member once the group is stable")
 	// The flag package calls Usage on every parse error; print it only
 	// when asked for, and return errors with a pointer to -h instead.
 	fs.Usage = func() {}
