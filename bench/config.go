@@ -2,9 +2,9 @@ package bench
 
 import (
 	"errors"
-	"slices"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
