@@ -5,10 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -590,4 +594,550 @@ func readSegmentBytes(t testing.TB, s *segment) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCleanKeepsProducerState: the cleaner keeps the last batch of every
+// idempotent producer, empty if all its records were superseded, so that
+// producer state rebuilt from the log (no snapshot) still detects retries
+// and sequence gaps.
+func TestCleanKeepsProducerState(t *testing.T) {
+	l := openTest(t, compactConfig())
+	// Producer 7 writes keys a, b; producer 9 then overwrites them all.
+	p7 := kvBatch(t, idem(7, 2, 0), t0, put("a", "7-0"), put("b", "7-0"))
+	p7last := kvBatch(t, idem(7, 2, 2), t0, put("a", "7-1"), put("b", "7-1"), put("a", "7-2"))
+	l.mustAppend(p7)
+	l.mustAppend(append([]byte(nil), p7last...))
+	seq := int32(0)
+	for i := range 5 {
+		l.mustAppend(kvBatch(t, idem(9, 0, seq), t0, put("a", fmt.Sprint("9-", i)), put("b", fmt.Sprint("9-", i))))
+		seq += 2
+	}
+	l.roll()
+	want := l.Producers()
+
+	l.clean(newTestCleaner())
+	recs, hs := readLog(t, l.Log)
+	if got := fmt.Sprint(recs); got != "[13:a=9-4 14:b=9-4]" {
+		t.Fatalf("records after cleaning: %s", got)
+	}
+	// Producer 7's last batch is kept empty, with its offsets and sequences.
+	if len(hs) != 2 || hs[0].ProducerID != 7 || hs[0].NumRecords != 0 || hs[0].BaseOffset != 2 || hs[0].LastOffset() != 4 ||
+		hs[0].BaseSequence != 2 || hs[0].LastSequence() != 4 || hs[0].ProducerEpoch != 2 {
+		t.Fatalf("batches after cleaning: %+v", hs)
+	}
+
+	// Without snapshots, producer state comes from the cleaned batches.
+	l.Close()
+	removeGlob(t, filepath.Join(l.dir, "*"+snapshotSuffix))
+	l2 := openAt(t, l.dir, l.cfg, l.clock, nil)
+	if got := l2.Producers(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("producers after cleaning and reopening without snapshots:\n got %+v\nwant %+v", got, want)
+	}
+	// A retry of producer 7's last batch is still a duplicate.
+	info, err := l2.Append(p7last, 0)
+	if err != nil || !info.Duplicate || info.BaseOffset != 2 || info.LastOffset != 4 {
+		t.Fatalf("retry of the last batch: %+v %v", info, err)
+	}
+	for _, s := range []struct {
+		pid     int64
+		epoch   int16
+		seq     int32
+		wantErr *kerr.Error
+	}{
+		{7, 2, 6, kerr.OutOfOrderSequenceNumber}, // a gap after 4
+		{9, 0, 11, kerr.OutOfOrderSequenceNumber},
+		{7, 1, 0, kerr.InvalidProducerEpoch},
+		{9, 0, 10, nil},
+		{7, 2, 5, nil},
+	} {
+		_, err := l2.Append(kvBatch(t, idem(s.pid, s.epoch, s.seq), t0, put("c", "1")), 0)
+		if s.wantErr != nil {
+			wantKerr(t, err, s.wantErr)
+		} else if err != nil {
+			t.Fatalf("producer %d seq %d: %v", s.pid, s.seq, err)
+		}
+	}
+}
+
+// crashFS lets the first n mutating file system operations (creating,
+// writing, fsyncing, truncating, renaming, removing) through once armed,
+// and fails every later one without effect: the process "crashed" there.
+// What reached the operating system stays, as after kill -9.
+type crashFS struct {
+	FS
+	armed   atomic.Bool
+	left    atomic.Int64
+	crashed atomic.Bool
+	mu      sync.Mutex
+	ops     []string
+}
+
+func (c *crashFS) step(op, name string) error {
+	if !c.armed.Load() {
+		return nil
+	}
+	if c.left.Add(-1) < 0 {
+		c.crashed.Store(true)
+		return errInjected
+	}
+	c.mu.Lock()
+	c.ops = append(c.ops, op+" "+filepath.Base(name))
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *crashFS) arm(n int) { c.left.Store(int64(n)); c.armed.Store(true) }
+
+func (c *crashFS) OpenFile(name string, flag int, perm uint32) (File, error) {
+	if flag&(os.O_CREATE|os.O_TRUNC) != 0 {
+		if err := c.step("create", name); err != nil {
+			return nil, err
+		}
+	}
+	f, err := c.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &crashFile{File: f, fs: c, name: name}, nil
+}
+
+func (c *crashFS) Rename(a, b string) error {
+	if err := c.step("rename", a+" → "+filepath.Base(b)); err != nil {
+		return err
+	}
+	return c.FS.Rename(a, b)
+}
+
+func (c *crashFS) Remove(name string) error {
+	if err := c.step("remove", name); err != nil {
+		return err
+	}
+	return c.FS.Remove(name)
+}
+
+type crashFile struct {
+	File
+	fs   *crashFS
+	name string
+}
+
+func (f *crashFile) Write(p []byte) (int, error) {
+	if err := f.fs.step("write", f.name); err != nil {
+		return 0, err
+	}
+	return f.File.Write(p)
+}
+
+func (f *crashFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.fs.step("write", f.name); err != nil {
+		return 0, err
+	}
+	return f.File.WriteAt(p, off)
+}
+
+func (f *crashFile) Sync() error {
+	if err := f.fs.step("fsync", f.name); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+func (f *crashFile) Truncate(size int64) error {
+	if err := f.fs.step("truncate", f.name); err != nil {
+		return err
+	}
+	return f.File.Truncate(size)
+}
+
+// TestCleanCrashAtEveryStep crashes a cleaning at every one of its file
+// system operations in turn (writing the cleaned segment, its indexes, the
+// swap record, each rename of the swap, the checkpoint) and recovers a copy
+// of the directory as the crash left it: the log must hold either exactly
+// the records before the cleaning or exactly the cleaned ones, never a mix
+// or a loss, and no leftover files.
+func TestCleanCrashAtEveryStep(t *testing.T) {
+	cfg := compactConfig()
+	cfg.SegmentBytes = 64 << 10 // the three segments are cleaned as one group
+	cfg.DeleteRetention = time.Hour
+	for n := 0; ; n++ {
+		fsys := &crashFS{FS: OSFS()}
+		l := openAt(t, t.TempDir(), cfg, newClock(t0), fsys)
+		var all []logRecord
+		for range 3 {
+			all = append(all, updates(t, l, 6, 4, 5, plain())...)
+			l.roll()
+		}
+		l.mustAppend(kvBatch(t, plain(), t0, del("key-001")))
+		all = append(all, logRecord{off: l.EndOffset() - 1, key: "key-001"})
+		before, _ := readLog(t, l.Log)
+		want := slices.Collect(maps.Values(latestByKey(all)))
+		slices.SortFunc(want, func(a, b logRecord) int { return int(a.off - b.off) })
+		l.roll()
+
+		fsys.arm(n)
+		_, err := newTestCleaner().Clean(context.Background(), l.Log)
+		crashed := fsys.crashed.Load()
+		if !crashed && err != nil {
+			t.Fatalf("clean without a crash: %v", err)
+		}
+		// (A crash after the swap, in the checkpoint write or removing
+		// replaced files, is not an error of the cleaning.)
+		// In this process, the log is either offline or consistent.
+		if l.Offline() == nil {
+			if got, _ := readLog(t, l.Log); fmt.Sprint(got) != fmt.Sprint(before) && fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("crash at op %d: the running log serves %v", n, got)
+			}
+		}
+
+		l2 := l.crashCopy()
+		got, _ := readLog(t, l2.Log)
+		if fmt.Sprint(got) != fmt.Sprint(before) && fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("crash at op %d (after %v): recovered\n%v\nwant the records before cleaning\n%v\nor after\n%v", n, fsys.ops, got, before, want)
+		}
+		ents, _ := os.ReadDir(l2.dir)
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), cleanedSuffix) || strings.HasSuffix(e.Name(), swapSuffix) ||
+				strings.HasSuffix(e.Name(), deletedSuffix) || strings.HasSuffix(e.Name(), tmpSuffix) {
+				t.Fatalf("crash at op %d: recovery left %s", n, e.Name())
+			}
+		}
+		if l2.EndOffset() != l.EndOffset() {
+			t.Fatalf("crash at op %d: end offset %d, want %d", n, l2.EndOffset(), l.EndOffset())
+		}
+		l2.mustAppend(kvBatch(t, plain(), t0, put("x", "y")))
+		l3 := l2.reopen(true)
+		if got3, _ := readLog(t, l3.Log); len(got3) != len(got)+1 {
+			t.Fatalf("crash at op %d: %d records after reopening again, want %d", n, len(got3), len(got)+1)
+		}
+		if !crashed {
+			if n < 20 {
+				t.Fatalf("the cleaning took only %d file system operations", n)
+			}
+			t.Logf("crashed a cleaning at each of its %d file system operations", n)
+			return
+		}
+	}
+}
+
+// TestReadWhileCleaning runs an appender, repeated cleanings and readers at
+// once (run it with -race). Every read returns valid batches whose records
+// are exactly what was appended at their offsets, in increasing offset
+// order; a consumer reading the log from the start while it is cleaned
+// sees, for every key, its latest value as of when it started.
+func TestReadWhileCleaning(t *testing.T) {
+	const (
+		nkeys    = 37
+		perBatch = 5
+		nBatches = 600
+	)
+	cfg := compactConfig()
+	cfg.SegmentBytes = 2048
+	cfg.IndexIntervalBytes = 100
+	l := openTest(t, cfg)
+	keyOf := func(off int64) string { return fmt.Sprintf("k%02d", off%nkeys) }
+	valueOf := func(off int64) string { return fmt.Sprintf("v%d", off) }
+
+	check := func(b []byte, latest map[string]int64) (last int64, err error) {
+		for len(b) > 0 {
+			h, err := ValidateStoredBatch(b)
+			if err != nil {
+				return 0, err
+			}
+			prev := int64(-1)
+			err = DecodeRecords(b[:h.Size()], func(r *Record) error {
+				if r.Offset <= prev || string(r.Key) != keyOf(r.Offset) || string(r.Value) != valueOf(r.Offset) {
+					return fmt.Errorf("record at %d (after %d): %s=%s", r.Offset, prev, r.Key, r.Value)
+				}
+				prev = r.Offset
+				latest[string(r.Key)] = r.Offset
+				return nil
+			})
+			if err != nil {
+				return 0, err
+			}
+			last = h.LastOffset()
+			b = b[h.Size():]
+		}
+		return last, nil
+	}
+
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	errs := make(chan error, 10)
+	report := func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	wg.Add(1)
+	go func() { // the appender: record at offset o is keyOf(o)=valueOf(o)
+		defer wg.Done()
+		defer close(done)
+		for range nBatches {
+			base := l.EndOffset()
+			kvs := make([]kv, perBatch)
+			for i := range kvs {
+				kvs[i] = put(keyOf(base+int64(i)), valueOf(base+int64(i)))
+			}
+			if _, err := l.Append(kvBatch(t, plain(), t0, kvs...), 0); err != nil {
+				report(err)
+				return
+			}
+		}
+	}()
+	var cleanings atomic.Int64
+	wg.Add(1)
+	go func() { // the cleaner
+		defer wg.Done()
+		c := newTestCleaner()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			res, err := c.Clean(context.Background(), l.Log)
+			if err != nil {
+				report(err)
+				return
+			}
+			if res.Cleaned {
+				cleanings.Add(1)
+			}
+		}
+	}()
+	for r := range 2 {
+		wg.Add(1)
+		go func() { // consumers from the start
+			defer wg.Done()
+			for pass := 0; ; pass++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				end := l.EndOffset()
+				latest := map[string]int64{}
+				off := l.StartOffset()
+				for off < end {
+					info, err := l.Read(nil, off, 300+r*700, end)
+					if err != nil {
+						report(fmt.Errorf("Read(%d): %w", off, err))
+						return
+					}
+					last, err := check(info.Records, latest)
+					if err != nil {
+						report(fmt.Errorf("Read(%d): %w", off, err))
+						return
+					}
+					if last < off {
+						report(fmt.Errorf("Read(%d) went backwards to %d", off, last))
+						return
+					}
+					off = last + 1
+				}
+				// Every key written before the pass started is there with
+				// a value at least as new as the last one before end.
+				for k := int64(0); k < nkeys && k < end; k++ {
+					lastBefore := k + (end-1-k)/nkeys*nkeys
+					if latest[keyOf(k)] < lastBefore {
+						report(fmt.Errorf("pass %d up to %d: key %s last seen at %d, but written at %d", pass, end, keyOf(k), latest[keyOf(k)], lastBefore))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if cleanings.Load() == 0 {
+		t.Fatal("no cleaning ran during the test")
+	}
+	l.roll()
+	l.clean(newTestCleaner())
+	recs, _ := readLog(t, l.Log)
+	if len(recs) != nkeys {
+		t.Fatalf("%d records after the final cleaning, want %d", len(recs), nkeys)
+	}
+	t.Logf("%d cleanings ran while reading", cleanings.Load())
+}
+
+// sleepRecorder is a throttle clock: Sleep advances it.
+type sleepRecorder struct {
+	clock *fakeClock
+	slept atomic.Int64
+}
+
+func (s *sleepRecorder) sleep(ctx context.Context, d time.Duration) error {
+	s.slept.Add(int64(d))
+	s.clock.Advance(d)
+	return ctx.Err()
+}
+
+func TestCleanerIOThrottle(t *testing.T) {
+	l := openTest(t, compactConfig())
+	updates(t, l, 50, 60, 20, plain())
+	l.roll()
+	rec := &sleepRecorder{clock: newClock(t0)}
+	const rate = 100 << 10
+	c := NewCleaner(CleanerConfig{IOMaxBytesPerSecond: rate, Now: rec.clock.Now, Sleep: rec.sleep, Logger: testLogger()})
+	res := l.clean(c)
+	io := res.BytesRead + res.BytesWritten
+	want := time.Duration(float64(io) / rate * float64(time.Second))
+	got := time.Duration(rec.slept.Load())
+	if got > want || got < want-throttleBurst-time.Millisecond {
+		t.Fatalf("the cleaning read %d and wrote %d bytes and slept %v; at %d bytes/s want %v (less up to %v of burst)",
+			res.BytesRead, res.BytesWritten, got, rate, want, throttleBurst)
+	}
+	if want < time.Second {
+		t.Fatalf("only %v of I/O at the rate: the test needs more data", want)
+	}
+
+	// Unthrottled, nothing sleeps.
+	l2 := openTest(t, compactConfig())
+	updates(t, l2, 50, 60, 20, plain())
+	l2.roll()
+	rec2 := &sleepRecorder{clock: newClock(t0)}
+	l2.clean(NewCleaner(CleanerConfig{Now: rec2.clock.Now, Sleep: rec2.sleep, Logger: testLogger()}))
+	if rec2.slept.Load() != 0 {
+		t.Fatal("an unthrottled cleaner slept")
+	}
+}
+
+// TestCleanerErrorStopsOnlyCleaning: a cleaning that fails (here on a
+// damaged batch in an inactive segment) marks only that log uncleanable;
+// the log keeps taking appends and serving reads, and the cleaner goes on
+// with other logs.
+func TestCleanerErrorStopsOnlyCleaning(t *testing.T) {
+	h := &captureHandler{}
+	clock := newClock(t0)
+	dir := t.TempDir()
+	bad, err := Open(dir, compactConfig(), Options{Now: clock.Now, Logger: slog.New(h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bad.Close() })
+	tl := &testLog{Log: bad, t: t, dir: dir, clock: clock, cfg: compactConfig(), fs: OSFS()}
+	updates(t, tl, 5, 10, 5, plain())
+	tl.roll()
+	seg := bad.segments()[0]
+	b := readSegmentBytes(t, seg)
+	b[len(b)-3] ^= 0xff // inside the last batch: its CRC no longer matches
+	if _, err := seg.f.WriteAt(b[len(b)-3:len(b)-2], int64(len(b)-3)); err != nil {
+		t.Fatal(err)
+	}
+	good := openTest(t, compactConfig())
+	updates(t, good, 5, 10, 5, plain())
+	good.roll()
+
+	c := newTestCleaner()
+	cl, _, err := c.CleanFilthiest(context.Background(), []*Log{bad, good.Log})
+	if cl != bad || err == nil || bad.CleanerError() == nil {
+		t.Fatalf("CleanFilthiest: %v, %v; want the damaged log to fail", cl, err)
+	}
+	if h.find(slog.LevelError, "log cleaning failed") == nil {
+		t.Fatal("the cleaner error was not logged")
+	}
+	if bad.Offline() != nil {
+		t.Fatalf("a cleaner error took the log offline: %v", bad.Offline())
+	}
+	tl.mustAppend(kvBatch(t, plain(), t0, put("still", "works")))
+	if _, err := bad.Read(nil, 0, 100, bad.EndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	// No .cleaned file is left behind.
+	if m, _ := filepath.Glob(filepath.Join(dir, "*"+cleanedSuffix)); len(m) != 0 {
+		t.Fatalf("left %v", m)
+	}
+	cl, _, err = c.CleanFilthiest(context.Background(), []*Log{bad, good.Log})
+	if cl != good.Log || err != nil {
+		t.Fatalf("the cleaner did not go on with the healthy log: %v %v", cl, err)
+	}
+	if cl, _, _ := c.CleanFilthiest(context.Background(), []*Log{bad}); cl != nil {
+		t.Fatal("an uncleanable log was cleaned again")
+	}
+}
+
+// TestCloseStopsCleaning: Close stops a cleaning in progress (here blocked
+// in the I/O throttle) and returns once it has stopped; nothing is left
+// behind and the log reopens as it was.
+func TestCloseStopsCleaning(t *testing.T) {
+	l := openTest(t, compactConfig())
+	all := updates(t, l, 20, 20, 10, plain())
+	l.roll()
+	sleeping := make(chan struct{}, 1)
+	c := NewCleaner(CleanerConfig{IOMaxBytesPerSecond: 1, Logger: testLogger(),
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			select {
+			case sleeping <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Clean(context.Background(), l.Log)
+		errc <- err
+	}()
+	<-sleeping
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Clean returned %v, want ErrClosed", err)
+		}
+	default:
+		t.Fatal("Close returned before the cleaning stopped")
+	}
+	if m, _ := filepath.Glob(filepath.Join(l.dir, "*"+cleanedSuffix)); len(m) != 0 {
+		t.Fatalf("left %v", m)
+	}
+	l2 := openAt(t, l.dir, l.cfg, l.clock, nil)
+	got, _ := readLog(t, l2.Log)
+	if len(got) != len(all) {
+		t.Fatalf("%d records after reopening, want %d", len(got), len(all))
+	}
+}
+
+// TestCleanAbortsWhenSegmentsAreDeleted: retention (cleanup.policy
+// compact,delete) deleting segments while they are being cleaned makes the
+// cleaning give up quietly; the next one cleans what is left.
+func TestCleanAbortsWhenSegmentsAreDeleted(t *testing.T) {
+	cfg := compactConfig()
+	cfg.RetentionMs = time.Hour
+	l := openTest(t, cfg)
+	updates(t, l, 10, 10, 10, plain())
+	l.roll()
+	l.clock.Advance(2 * time.Hour)
+	latest := updates(t, l, 10, 3, 10, plain())
+	l.roll()
+	rec := &sleepRecorder{clock: newClock(t0)}
+	deleted := 0
+	c := NewCleaner(CleanerConfig{IOMaxBytesPerSecond: 10 << 10, Logger: testLogger(), Now: rec.clock.Now,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			if deleted == 0 {
+				var err error
+				if deleted, err = l.Maintain(); err != nil || deleted == 0 {
+					t.Errorf("retention: %d %v", deleted, err)
+				}
+			}
+			return rec.sleep(ctx, d)
+		}})
+	res, err := c.Clean(context.Background(), l.Log)
+	if err != nil || res.Cleaned || l.CleanerError() != nil {
+		t.Fatalf("clean during retention: %+v %v", res, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(l.dir, "*"+cleanedSuffix)); len(m) != 0 {
+		t.Fatalf("left %v", m)
+	}
+	l.clean(newTestCleaner())
+	got, _ := readLog(t, l.Log)
+	sameRecords(t, "after retention and cleaning", got, latestByKey(latest))
 }
