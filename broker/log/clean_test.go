@@ -1141,3 +1141,32 @@ func TestCleanAbortsWhenSegmentsAreDeleted(t *testing.T) {
 	got, _ := readLog(t, l.Log)
 	sameRecords(t, "after retention and cleaning", got, latestByKey(latest))
 }
+
+// TestCleanWithSmallOffsetMap: when the dirty part has more keys than the
+// offset map holds, a cleaning covers what the map reached and the next
+// ones continue from there; every intermediate log keeps the latest record
+// of every key.
+func TestCleanWithSmallOffsetMap(t *testing.T) {
+	l := openTest(t, compactConfig())
+	all := updates(t, l, 40, 6, 8, plain())
+	l.roll()
+	want := latestByKey(all)
+	c := NewCleaner(CleanerConfig{DedupeBufferBytes: 20 * (mapEntryOverhead + 7), Logger: testLogger()}) // about 20 keys
+	var ends []int64
+	for range 100 {
+		res := l.clean(c)
+		if !res.Cleaned {
+			break
+		}
+		ends = append(ends, res.EndOffset)
+		got, _ := readLog(t, l.Log)
+		if g := latestByKey(got); fmt.Sprint(g) != fmt.Sprint(want) {
+			t.Fatalf("after cleaning up to %d the latest records are\n%v\nwant\n%v", res.EndOffset, g, want)
+		}
+	}
+	if len(ends) < 3 || ends[len(ends)-1] != l.EndOffset() {
+		t.Fatalf("cleanings ended at %v; want several, the last at %d", ends, l.EndOffset())
+	}
+	got, _ := readLog(t, l.Log)
+	sameRecords(t, "after all cleanings", got, want)
+}
