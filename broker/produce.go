@@ -10,8 +10,9 @@ import (
 )
 
 // handleProduce appends each partition's record batches to its log. The
-// batches are validated and stored whole (see broker/log); records are never
-// decoded here.
+// batches are validated and stored whole (see broker/log); records are not
+// decoded here (the log engine decodes them only on compacted topics, to
+// reject records without a key with INVALID_RECORD).
 //
 // acks=0 gets no response; if any partition failed the connection is closed
 // so the client refreshes its metadata, as Kafka does. acks=1 answers once

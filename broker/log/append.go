@@ -15,10 +15,10 @@ import (
 // batches back to back. Every batch is validated before anything is
 // written (see ValidateBatch; also max.message.bytes, no control batches,
 // producer fields), so an invalid batch fails the whole append. Records are
-// never decoded. Offsets are assigned by writing each batch's baseOffset,
-// and leaderEpoch goes into each batch's partitionLeaderEpoch; with
-// LogAppendTime the batches are stamped with the current time and their CRC
-// recomputed. The batches are written with one write to the active
+// not decoded (except on a compacted log, below). Offsets are assigned by
+// writing each batch's baseOffset, and leaderEpoch goes into each batch's
+// partitionLeaderEpoch; with LogAppendTime the batches are stamped with the
+// current time and their CRC recomputed. The batches are written with one write to the active
 // segment, rolling it first if they would not fit.
 //
 // Batches with a producer id >= 0 are checked against the producer's

@@ -454,16 +454,16 @@ func groupSegments(segs []*segment, cfg *Config) [][]*segment {
 	maxEntries := cfg.SegmentIndexBytes / offsetEntrySize
 	for i := 0; i < len(segs)-1; {
 		g := []*segment{segs[i]}
-		size, entries := segs[i].size.Load(), segs[i].offsets.count()
+		size, entries := segs[i].size.Load(), len(segs[i].offsets.load())
 		j := i + 1
 		for ; j < len(segs)-1; j++ {
 			s := segs[j]
-			if size+s.size.Load() > cfg.SegmentBytes || entries+s.offsets.count() > maxEntries ||
+			if size+s.size.Load() > cfg.SegmentBytes || entries+len(s.offsets.load()) > maxEntries ||
 				segs[j+1].base-1-g[0].base > math.MaxInt32 {
 				break
 			}
 			size += s.size.Load()
-			entries += s.offsets.count()
+			entries += len(s.offsets.load())
 			g = append(g, s)
 		}
 		groups = append(groups, g)

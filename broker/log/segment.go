@@ -39,7 +39,8 @@ type segment struct {
 	maxTs    int64 // largest batch max timestamp; -1 when none
 	maxTsOff int64 // last offset of the first batch with maxTs
 
-	// Writer state, under Log.mu.
+	// Writer state, under Log.mu (the cleaner reads lastAppendMs of
+	// inactive segments, which no longer change, without it).
 	bytesSinceIndex int
 	firstAppendMs   int64 // wall clock of the first append (see recovery); -1 when empty
 	lastAppendMs    int64 // wall clock of the last append, for retention of segments without timestamps
