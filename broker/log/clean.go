@@ -308,7 +308,7 @@ func (c *Cleaner) clean(ctx context.Context, l *Log, cfg *Config, plan cleanPlan
 	l.mu.Unlock()
 
 	f := &cleanFilter{
-		keys:       map[string]int64{},
+		keys:       newOffsetMap(),
 		nowMs:      nowMs,
 		horizonMs:  satAdd(nowMs, cfg.DeleteRetention.Milliseconds()),
 		lastBatch:  lastBatch,
@@ -363,15 +363,12 @@ func (c *Cleaner) clean(ctx context.Context, l *Log, cfg *Config, plan cleanPlan
 // [plan.firstDirty, plan.firstUncleanable), until the map holds about the
 // Cleaner's dedupe buffer of keys. It returns where the map ends: offsets
 // below are covered.
-func (c *Cleaner) buildOffsetMap(ctx context.Context, l *Log, inactive []*segment, plan cleanPlan, keys map[string]int64, res *CleanResult) (int64, error) {
+func (c *Cleaner) buildOffsetMap(ctx context.Context, l *Log, inactive []*segment, plan cleanPlan, keys *offsetMap, res *CleanResult) (int64, error) {
 	fd, fu := plan.firstDirty, plan.firstUncleanable
 	if fd >= fu {
 		return fd, nil
 	}
-	var (
-		scratch []byte
-		bytes   int64
-	)
+	var scratch []byte
 	for i, s := range inactive {
 		if s.base >= fu {
 			break
@@ -392,7 +389,7 @@ func (c *Cleaner) buildOffsetMap(ctx context.Context, l *Log, inactive []*segmen
 			if h.LastOffset() < fd || h.IsControl() {
 				continue
 			}
-			if bytes >= c.dedupeBytes && len(keys) > 0 {
+			if keys.bytes >= c.dedupeBytes && keys.len() > 0 {
 				return max(h.BaseOffset, fd), nil // the map is full
 			}
 			data := batch[BatchHeaderSize:h.Size()]
@@ -406,10 +403,7 @@ func (c *Cleaner) buildOffsetMap(ctx context.Context, l *Log, inactive []*segmen
 				if off < fd || key == nil {
 					return
 				}
-				if _, ok := keys[string(key)]; !ok {
-					bytes += int64(len(key)) + mapEntryOverhead
-				}
-				keys[string(key)] = off
+				keys.put(key, off)
 			})
 			if err != nil {
 				return fd, fmt.Errorf("segment %s: %w", s.path(logSuffix), err)
@@ -417,6 +411,35 @@ func (c *Cleaner) buildOffsetMap(ctx context.Context, l *Log, inactive []*segmen
 		}
 	}
 	return fu, nil
+}
+
+// offsetMap maps keys to the latest offset seen for them. Updating a key
+// that is already there allocates nothing.
+type offsetMap struct {
+	index map[string]int32 // key → index in offs
+	offs  []int64
+	bytes int64 // estimated memory
+}
+
+func newOffsetMap() *offsetMap { return &offsetMap{index: map[string]int32{}} }
+
+func (m *offsetMap) len() int { return len(m.offs) }
+
+func (m *offsetMap) put(key []byte, off int64) {
+	if i, ok := m.index[string(key)]; ok {
+		m.offs[i] = off
+		return
+	}
+	m.index[string(key)] = int32(len(m.offs))
+	m.offs = append(m.offs, off)
+	m.bytes += int64(len(key)) + mapEntryOverhead
+}
+
+func (m *offsetMap) get(key []byte) (int64, bool) {
+	if i, ok := m.index[string(key)]; ok {
+		return m.offs[i], true
+	}
+	return 0, false
 }
 
 // forEachRecordKey calls fn with the offset and key of every record of the

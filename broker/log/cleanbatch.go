@@ -36,7 +36,7 @@ import (
 // state rebuilt from the log after a restart still knows the producer's
 // last sequence and epoch.
 type cleanFilter struct {
-	keys      map[string]int64 // key → latest offset in [firstDirty, mapEnd)
+	keys      *offsetMap // key → latest offset in [firstDirty, mapEnd)
 	mapEnd    int64
 	nowMs     int64
 	horizonMs int64           // the delete horizon of batches whose tombstones are first kept now
@@ -109,7 +109,7 @@ func (f *cleanFilter) filterBatch(dst, batch []byte, h *BatchHeader) ([]byte, er
 		isTombstone := valueLen < 0
 		r.keep = true
 		if off < f.mapEnd {
-			switch latest, ok := f.keys[string(key)]; {
+			switch latest, ok := f.keys.get(key); {
 			case key == nil:
 				r.keep = false
 			case ok && latest > off:
