@@ -136,6 +136,8 @@ func FuzzRecoverMetadata(f *testing.F) {
 		offsetName(0) + snapshotSuffix,
 		leaderEpochFile,
 		startOffsetFile,
+		cleanerCkptFile,
+		offsetName(0) + swapSuffix, // a swap record without a cleaned segment
 	}
 	for i := range files {
 		f.Add(uint8(i), []byte{})
@@ -144,6 +146,8 @@ func FuzzRecoverMetadata(f *testing.F) {
 		f.Add(uint8(i), []byte{0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 200})
 	}
 	f.Add(uint8(2), encodeSnapshot(producerStates{1: &producerEntry{id: 1, epoch: 3, nbatches: 0, lastTs: t0}}))
+	f.Add(uint8(5), encodeCleanerCheckpoint(12, t0))
+	f.Add(uint8(6), encodeSwapRecord(0, 24))
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		cfg := smallConfig()
 		cfg.SegmentBytes = 1200

@@ -226,7 +226,8 @@ func (l *Log) loadCleanerCheckpoint() {
 // removed (some may already be *.deleted, removed later) and the cleaned
 // files renamed into place. Otherwise the new <base>.log is in place and
 // every old segment was already renamed away; only index renames may be
-// left. Either way the result is the cleaned segment, never a mix.
+// left, and no segment file is removed. Either way the result is the
+// cleaned segment, never a mix.
 func (l *Log) finishSwaps() error {
 	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
@@ -280,18 +281,19 @@ func (l *Log) finishSwap(base int64, names []string, has map[string]bool) error 
 		return remove(filepath.Base(swap))
 	}
 	stem := offsetName(base)
+	// Once the new log file is in place every old segment had been renamed
+	// away (to *.deleted, removed below): nothing of [base, end) is touched
+	// then.
 	newLogInPlace := !has[stem+logSuffix+cleanedSuffix]
 	for _, name := range names {
 		s, suffix, ok := splitSuffix(name)
-		if !ok || suffix == snapshotSuffix {
+		if newLogInPlace || !ok || suffix == snapshotSuffix {
 			continue
 		}
-		off, ok := parseOffsetName(s)
-		if !ok || off < base || off >= end || (off == base && newLogInPlace) {
-			continue
-		}
-		if err := remove(name); err != nil {
-			return err
+		if off, ok := parseOffsetName(s); ok && off >= base && off < end {
+			if err := remove(name); err != nil {
+				return err
+			}
 		}
 	}
 	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
