@@ -311,3 +311,43 @@ func BenchmarkClean(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppendCompacted compares appending the same keyed 16 KiB batches
+// to a topic that is not compacted (no record is decoded) and to a compacted
+// one (every record is parsed to check its key), uncompressed and zstd.
+func BenchmarkAppendCompacted(b *testing.B) {
+	for _, codec := range []int{CompressionNone, CompressionZstd} {
+		for _, compact := range []bool{false, true} {
+			b.Run(fmt.Sprintf("codec=%d/compact=%v", codec, compact), func(b *testing.B) {
+				cfg := benchConfig()
+				cfg.Compact = compact
+				l := openTest(b, cfg)
+				spec := plain()
+				spec.codec = codec
+				kvs := make([]kv, 16<<10/120)
+				for i := range kvs {
+					kvs[i] = put(fmt.Sprintf("key-%06d", i), string(make([]byte, 100)))
+				}
+				batch := kvBatch(b, spec, t0, kvs...)
+				buf := make([]byte, len(batch))
+				b.SetBytes(int64(len(batch)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					if i%4096 == 0 && i > 0 {
+						b.StopTimer()
+						if _, err := l.Maintain(); err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+					}
+					copy(buf, batch)
+					if _, err := l.Append(buf, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportRecords(b, int64(b.N)*int64(len(kvs)))
+			})
+		}
+	}
+}

@@ -29,17 +29,17 @@ func keylessRecords(batch []byte, h *BatchHeader, first int32, out []RecordError
 		})
 	}
 	if h.Compression() == CompressionNone {
-		var rec Record
 		for i := int32(0); i < h.NumRecords; i++ {
 			length, n := binary.Varint(data)
 			if n <= 0 || length < 1 || length > int64(len(data)-n) {
 				return out, errorf(kerr.CorruptMessage, "record %d of the batch: bad length", i)
 			}
-			if err := decodeRecord(h, data[n:n+int(length)], &rec); err != nil {
+			hasKey, err := parseRecordBody(data[n : n+int(length)])
+			if err != nil {
 				return out, errorf(kerr.CorruptMessage, "record %d of the batch: %v", i, err)
 			}
 			data = data[n+int(length):]
-			if rec.Key == nil {
+			if !hasKey {
 				keyless(i)
 			}
 		}
@@ -180,4 +180,43 @@ func (s *recordStream) record() (hasKey bool, err error) {
 		return false, fmt.Errorf("%d bytes after the record's headers", s.left)
 	}
 	return !keyNull, nil
+}
+
+// parseRecordBody checks a whole record body (after its length), without
+// allocating, and reports whether it has a key.
+func parseRecordBody(b []byte) (hasKey bool, err error) {
+	if len(b) < 1 {
+		return false, errRecordTruncated
+	}
+	b = b[1:] // attributes
+	var ok bool
+	for range 2 { // timestamp delta, offset delta
+		if _, b, ok = varint(b); !ok {
+			return false, errRecordTruncated
+		}
+	}
+	var key []byte
+	if key, b, ok = bytesField(b); !ok {
+		return false, errors.New("bad key")
+	}
+	if _, b, ok = bytesField(b); !ok {
+		return false, errors.New("bad value")
+	}
+	var nh int64
+	if nh, b, ok = varint(b); !ok || nh < 0 || nh > int64(len(b)) {
+		return false, errors.New("bad header count")
+	}
+	for range nh {
+		var k []byte
+		if k, b, ok = bytesField(b); !ok || k == nil {
+			return false, errors.New("bad header key")
+		}
+		if _, b, ok = bytesField(b); !ok {
+			return false, errors.New("bad header value")
+		}
+	}
+	if len(b) != 0 {
+		return false, errors.New("trailing bytes")
+	}
+	return key != nil, nil
 }
