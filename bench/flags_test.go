@@ -14,7 +14,7 @@ func TestParseArgsErrors(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{nil, []string{"missing mode"}},
-		{[]string{"bogus"}, []string{`unknown mode "bogus"`, "produce, consume or e2e"}},
+		{[]string{"bogus"}, []string{`unknown mode "bogus"`, "produce, consume, e2e or group"}},
 		{[]string{"produce", "--nope"}, []string{"flag provided but not defined: -nope", "vigil bench produce -h"}},
 		{[]string{"produce", "--acks", "2"}, []string{`invalid value "2" for flag -acks`, "all, 1, 0"}},
 		{[]string{"produce", "--compression", "brotli"}, []string{"flag -compression", "none, gzip, snappy, lz4, zstd"}},

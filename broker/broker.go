@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
 // Broker is one Vigil broker. Create it with New, run it with Serve, stop it
@@ -32,6 +34,7 @@ type Broker struct {
 	meta     *metaStore
 	groups   *groupCoordinator
 	registry *prometheus.Registry
+	cleaner  *vlog.Cleaner // nil when log-cleaner-threads is 0
 
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
@@ -93,6 +96,13 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	}
 	b.groups = newGroupCoordinator(b)
 	b.registry = newRegistry(b)
+	if cfg.LogCleanerThreads > 0 {
+		b.cleaner = vlog.NewCleaner(vlog.CleanerConfig{
+			IOMaxBytesPerSecond: cfg.LogCleanerIOMaxBytesPerSecond,
+			DedupeBufferBytes:   cfg.LogCleanerDedupeBufferSize / int64(cfg.LogCleanerThreads),
+			Logger:              logger,
+		})
+	}
 	return b, nil
 }
 
@@ -107,6 +117,12 @@ func (b *Broker) Serve() error {
 	b.bgWG.Add(1)
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
 	b.groups.start()
+	if b.cleaner != nil {
+		for range b.cfg.LogCleanerThreads {
+			b.bgWG.Add(1)
+			go func() { defer b.bgWG.Done(); b.cleanerLoop() }()
+		}
+	}
 	b.ready.Store(true)
 	b.logger.Info("broker serving Kafka", "listen", b.Addr(),
 		"advertise", net.JoinHostPort(b.advertiseHost, strconv.Itoa(int(b.advertisePort))),
@@ -210,6 +226,58 @@ func (b *Broker) maintainLoop() {
 }
 
 // HTTPHandler serves the broker's health endpoints and metrics:
+// maxCleaningsInARow bounds the cleanings a cleaner thread runs back to
+// back before it pauses for log-cleaner-backoff, so that a partition that
+// keeps asking for cleaning cannot keep a thread busy forever.
+const maxCleaningsInARow = 100
+
+// cleanerLoop is one cleaner thread (log.cleaner.threads): it cleans the
+// filthiest compacted partition that needs it, one partition at a time,
+// and sleeps for log-cleaner-backoff when none does. Shutdown stops a
+// cleaning between two batches. A cleaning that fails takes only that
+// partition's compaction offline (logged by the log engine); appends and
+// fetches go on.
+func (b *Broker) cleanerLoop() {
+	inARow := 0
+	for {
+		l, _, err := b.cleaner.CleanFilthiest(b.ctx, b.meta.partitionLogs())
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			b.logger.Debug("log cleaning failed", "err", err)
+		}
+		if l != nil && inARow < maxCleaningsInARow {
+			inARow++
+			continue
+		}
+		inARow = 0
+		t := time.NewTimer(b.cfg.LogCleanerBackoff)
+		select {
+		case <-b.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// cleanNow compacts every compacted partition now, ignoring
+// min.cleanable.dirty.ratio (tests use it instead of waiting for the
+// background cleaner).
+func (b *Broker) cleanNow(ctx context.Context) error {
+	if b.cleaner == nil {
+		return errors.New("the log cleaner is off (log-cleaner-threads is 0)")
+	}
+	for _, l := range b.meta.partitionLogs() {
+		if _, err := b.cleaner.Clean(ctx, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HTTPHandler serves the broker's health endpoints:
 //
 //	/metrics  Prometheus metrics (see docs/metrics.md)
 //	/healthz  200 while the process is up and serving (liveness)

@@ -10,21 +10,6 @@ import (
 	"time"
 )
 
-// debianPython returns a python3 that has kafka-python (Debian's
-// python3-kafka), failing in CI and skipping elsewhere when there is none.
-func debianPython(t *testing.T) string {
-	t.Helper()
-	python := requireTool(t, "python3")
-	if err := exec.Command(python, "-c", "import kafka").Run(); err != nil {
-		// A pyenv python may shadow Debian's; use Debian's if it has it.
-		if err2 := exec.Command("/usr/bin/python3", "-c", "import kafka").Run(); err2 == nil {
-			return "/usr/bin/python3"
-		}
-		missing(t, "python3-kafka")
-	}
-	return python
-}
-
 // lines returns the non-empty lines of out, sorted.
 func lines(out string) []string {
 	var ls []string
@@ -57,7 +42,7 @@ func checkRange(t *testing.T, who string, got []string, from, to int) {
 // which speaks old JoinGroup/SyncGroup/OffsetCommit versions, commits, and
 // a second run of the same group reads only what came after.
 func TestKafkaPythonConsumerGroup(t *testing.T) {
-	python := debianPython(t)
+	python := kafkaPython(t)
 	b := groupBroker(t, "")
 	createTopic(t, newAdmin(t, b), "kpy-group", 3, nil)
 	run := func(count int) []string {

@@ -75,6 +75,19 @@ type Config struct {
 	// GroupLagTopN bounds vigil_group_lag_records: the N groups with the
 	// most lag are reported by name, the rest summed as group="other".
 	GroupLagTopN int `yaml:"group-lag-top-n"`
+	// LogCleanerThreads is how many partitions are compacted at once
+	// (log.cleaner.threads); 0 turns the cleaner off.
+	LogCleanerThreads int `yaml:"log-cleaner-threads"`
+	// LogCleanerIOMaxBytesPerSecond limits the disk bytes all cleaner
+	// threads read and write together
+	// (log.cleaner.io.max.bytes.per.second); 0 means unlimited.
+	LogCleanerIOMaxBytesPerSecond float64 `yaml:"log-cleaner-io-max-bytes-per-second"`
+	// LogCleanerDedupeBufferSize is the memory for the cleaners' key
+	// → offset maps, shared by the threads (log.cleaner.dedupe.buffer.size).
+	LogCleanerDedupeBufferSize int64 `yaml:"log-cleaner-dedupe-buffer-size"`
+	// LogCleanerBackoff is how long the cleaner sleeps when no partition
+	// needs cleaning (log.cleaner.backoff.ms).
+	LogCleanerBackoff time.Duration `yaml:"log-cleaner-backoff"`
 
 	// FS is the file system partition logs use; nil is the operating
 	// system's. Tests and staging drills inject disk faults through it.
@@ -107,6 +120,9 @@ func DefaultConfig() Config {
 		OffsetMetadataMaxBytes:        g.OffsetMetadataMaxBytes,
 		GroupConsumerSessionTimeout:   g.ConsumerSessionTimeout,
 		GroupConsumerHeartbeat:        g.ConsumerHeartbeatInterval,
+		LogCleanerThreads:             1,
+		LogCleanerDedupeBufferSize:    128 << 20,
+		LogCleanerBackoff:             15 * time.Second,
 	}
 }
 
@@ -182,6 +198,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.GroupConsumerHeartbeat, "group-consumer-heartbeat-interval", c.GroupConsumerHeartbeat, "heartbeat interval told to KIP-848 consumer group members")
 	fs.IntVar(&c.GroupConsumerMaxSize, "group-consumer-max-size", c.GroupConsumerMaxSize, "most members of a KIP-848 consumer group (0: unlimited)")
 	fs.IntVar(&c.GroupLagTopN, "group-lag-top-n", c.GroupLagTopN, "consumer groups reported by name in vigil_group_lag_records (the rest are summed as group=\"other\")")
+	fs.IntVar(&c.LogCleanerThreads, "log-cleaner-threads", c.LogCleanerThreads, "partitions compacted at once (0: no log compaction)")
+	fs.Float64Var(&c.LogCleanerIOMaxBytesPerSecond, "log-cleaner-io-max-bytes-per-second", c.LogCleanerIOMaxBytesPerSecond, "limit on the log cleaner's disk reads and writes, bytes per second (0: unlimited)")
+	fs.Int64Var(&c.LogCleanerDedupeBufferSize, "log-cleaner-dedupe-buffer-size", c.LogCleanerDedupeBufferSize, "memory for the log cleaner's key maps, in bytes, shared by its threads")
+	fs.DurationVar(&c.LogCleanerBackoff, "log-cleaner-backoff", c.LogCleanerBackoff, "how long the log cleaner waits when no partition needs cleaning")
 	fs.Func("topic-default", "topic config default as name=value (repeatable), e.g. flush.messages=1", func(s string) error {
 		for i := 0; i < len(s); i++ {
 			if s[i] == '=' {
@@ -252,10 +272,25 @@ func (c *Config) Validate() error {
 	if c.OffsetMetadataMaxBytes < 0 {
 		return fmt.Errorf("offset-metadata-max-bytes must not be negative, got %d", c.OffsetMetadataMaxBytes)
 	}
+	if c.LogCleanerThreads < 0 || c.LogCleanerThreads > 64 {
+		return fmt.Errorf("log-cleaner-threads must be in [0, 64], got %d", c.LogCleanerThreads)
+	}
+	if !(c.LogCleanerIOMaxBytesPerSecond >= 0) {
+		return fmt.Errorf("log-cleaner-io-max-bytes-per-second must be >= 0 (0: unlimited), got %v", c.LogCleanerIOMaxBytesPerSecond)
+	}
+	if c.LogCleanerDedupeBufferSize < 1<<20 {
+		return fmt.Errorf("log-cleaner-dedupe-buffer-size must be at least 1 MiB, got %d", c.LogCleanerDedupeBufferSize)
+	}
+	if c.LogCleanerBackoff <= 0 {
+		return fmt.Errorf("log-cleaner-backoff must be positive, got %v", c.LogCleanerBackoff)
+	}
 	for name, value := range c.TopicDefaults {
 		if _, err := parseTopicConfig(name, value); err != nil {
 			return fmt.Errorf("topic-defaults: %v", err)
 		}
+	}
+	if err := checkTopicConfigs(nil, c.TopicDefaults); err != nil {
+		return fmt.Errorf("topic-defaults: %v", err)
 	}
 	return nil
 }

@@ -21,11 +21,14 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--rack", "r9", "--topic-default", "flush.messages=1"}); err != nil {
+	if err := fs.Parse([]string{"--rack", "r9", "--topic-default", "flush.messages=1",
+		"--log-cleaner-threads", "2", "--log-cleaner-io-max-bytes-per-second", "1e6", "--log-cleaner-backoff", "3s"}); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NodeID != 3 || cfg.Listen != "127.0.0.1:9999" || cfg.Rack != "r9" || cfg.RetentionCheckInterval != time.Minute ||
-		cfg.TopicDefaults["retention.ms"] != "1000" || cfg.TopicDefaults["flush.messages"] != "1" {
+		cfg.TopicDefaults["retention.ms"] != "1000" || cfg.TopicDefaults["flush.messages"] != "1" ||
+		cfg.LogCleanerThreads != 2 || cfg.LogCleanerIOMaxBytesPerSecond != 1e6 || cfg.LogCleanerBackoff != 3*time.Second ||
+		cfg.LogCleanerDedupeBufferSize != 128<<20 {
 		t.Fatalf("config: %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -55,6 +58,13 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.TopicDefaults = map[string]string{"retention.ms": "soon"} }, "retention.ms"},
 		{func(c *Config) { c.TopicDefaults = map[string]string{"no.such": "1"} }, "no.such"},
 		{func(c *Config) { c.DataDir = "" }, "data-dir"},
+		{func(c *Config) { c.LogCleanerThreads = -1 }, "log-cleaner-threads"},
+		{func(c *Config) { c.LogCleanerIOMaxBytesPerSecond = -5 }, "log-cleaner-io-max-bytes-per-second"},
+		{func(c *Config) { c.LogCleanerDedupeBufferSize = 10 }, "log-cleaner-dedupe-buffer-size"},
+		{func(c *Config) { c.LogCleanerBackoff = 0 }, "log-cleaner-backoff"},
+		{func(c *Config) {
+			c.TopicDefaults = map[string]string{"min.compaction.lag.ms": "10", "max.compaction.lag.ms": "5"}
+		}, "min.compaction.lag.ms"},
 	} {
 		cfg := DefaultConfig()
 		c.mutate(&cfg)

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -103,6 +104,16 @@ func (b *Broker) brokerConfigs() []kmsg.DescribeConfigsResponseResourceConfig {
 	add("auto.create.topics.enable", strconv.FormatBool(b.cfg.AutoCreateTopics), kmsg.ConfigTypeBoolean, static)
 	add("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, static)
 	add("broker.rack", b.cfg.Rack, kmsg.ConfigTypeString, static)
+	add("log.cleaner.backoff.ms", strconv.FormatInt(b.cfg.LogCleanerBackoff.Milliseconds(), 10), kmsg.ConfigTypeLong, static)
+	add("log.cleaner.dedupe.buffer.size", strconv.FormatInt(b.cfg.LogCleanerDedupeBufferSize, 10), kmsg.ConfigTypeLong, static)
+	add("log.cleaner.enable", strconv.FormatBool(b.cfg.LogCleanerThreads > 0), kmsg.ConfigTypeBoolean, static)
+	ioRate := math.MaxFloat64 // Kafka's "unlimited"
+	if b.cfg.LogCleanerIOMaxBytesPerSecond > 0 {
+		ioRate = b.cfg.LogCleanerIOMaxBytesPerSecond
+	}
+	// Java's Double.toString: 1.7976931348623157E308.
+	add("log.cleaner.io.max.bytes.per.second", strings.Replace(strconv.FormatFloat(ioRate, 'G', -1, 64), "E+", "E", 1), kmsg.ConfigTypeDouble, static)
+	add("log.cleaner.threads", strconv.Itoa(b.cfg.LogCleanerThreads), kmsg.ConfigTypeInt, static)
 	add("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString, static)
 	add("log.retention.check.interval.ms", strconv.FormatInt(b.cfg.RetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong, static)
 	add("node.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, static)

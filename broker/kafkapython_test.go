@@ -16,7 +16,7 @@ import (
 // CreateTopics, idempotence-free acks=all gzip produce with headers, and a
 // fetch of everything back.
 func TestKafkaPythonRoundTrip(t *testing.T) {
-	python := debianPython(t)
+	python := kafkaPython(t)
 	b := startBroker(t, "")
 	const n = 300
 	cmd := exec.CommandContext(testCtx(t), python, "testdata/kafka_python_roundtrip.py", b.Addr(), "kpy", strconv.Itoa(n))
@@ -54,4 +54,19 @@ func TestKafkaPythonRoundTrip(t *testing.T) {
 	if len(seen) != n {
 		t.Fatalf("kafka-python read back %d distinct records, want %d", len(seen), n)
 	}
+}
+
+// kafkaPython returns a python3 that can import kafka (python3-kafka).
+func kafkaPython(t *testing.T) string {
+	t.Helper()
+	python := requireTool(t, "python3")
+	if err := exec.Command(python, "-c", "import kafka").Run(); err != nil {
+		// A pyenv python may shadow Debian's; use Debian's if it has it.
+		if err2 := exec.Command("/usr/bin/python3", "-c", "import kafka").Run(); err2 == nil {
+			python = "/usr/bin/python3"
+		} else {
+			missing(t, "python3-kafka")
+		}
+	}
+	return python
 }

@@ -420,6 +420,11 @@ func (m *metaStore) updateConfigs(name string, compute func(cur map[string]strin
 		return errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
 	}
 	configs, err := compute(cur.configs)
+	if err == nil {
+		if cerr := checkTopicConfigs(configs, m.cfg.TopicDefaults); cerr != nil {
+			err = errorf(kerr.InvalidConfig, "%v", cerr)
+		}
+	}
 	if err != nil || validateOnly {
 		return err
 	}
@@ -490,6 +495,18 @@ func (m *metaStore) maintain() {
 			m.logger.Info("retention deleted segments", "partition", p.String(), "segments", deleted)
 		}
 	}
+}
+
+// partitionLogs returns the logs of every partition that is not deleted or
+// offline (the cleaner picks the compacted ones).
+func (m *metaStore) partitionLogs() []*vlog.Log {
+	var out []*vlog.Log
+	for _, p := range m.allPartitions() {
+		if !p.deleted.Load() && p.log.Offline() == nil {
+			out = append(out, p.log)
+		}
+	}
+	return out
 }
 
 // offlinePartitions lists partitions whose log hit a storage error.

@@ -1,13 +1,18 @@
 package broker
 
 import (
+	"errors"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
 // handleProduce appends each partition's record batches to its log. The
-// batches are validated and stored whole (see broker/log); records are never
-// decoded here.
+// batches are validated and stored whole (see broker/log); records are not
+// decoded here (the log engine decodes them only on compacted topics, to
+// reject records without a key with INVALID_RECORD).
 //
 // acks=0 gets no response; if any partition failed the connection is closed
 // so the client refreshes its metadata, as Kafka does. acks=1 answers once
@@ -88,6 +93,16 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 	}
 	info, err := p.log.Append(rp.Records, p.epoch)
 	if err != nil {
+		// Records rejected one by one (keyless records on a compacted
+		// topic): Kafka lists them in the response (v8+).
+		var ire *vlog.InvalidRecordsError
+		if errors.As(err, &ire) {
+			for _, re := range ire.Records {
+				er := kmsg.NewProduceResponseTopicPartitionErrorRecord()
+				er.RelativeOffset, er.ErrorMessage = re.Index, strp(re.Message)
+				sp.ErrorRecords = append(sp.ErrorRecords, er)
+			}
+		}
 		code, msg := p.errorCode(err)
 		if code == kerr.KafkaStorageError.Code {
 			b.logger.Error("append failed; partition is offline", "partition", p.String(), "err", err)

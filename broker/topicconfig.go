@@ -68,15 +68,31 @@ func cleanupPolicy(s string) error {
 	return nil
 }
 
+// ratio checks a Double config in [0, 1].
+func ratio(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) {
+		return fmt.Errorf("%q is not a number", s)
+	}
+	if v < 0 || v > 1 {
+		return fmt.Errorf("%v is out of range [0, 1]", v)
+	}
+	return nil
+}
+
 const maxLong = math.MaxInt64
 
 var topicConfigDefs = []topicConfigDef{
-	{"cleanup.policy", "log.cleanup.policy", kmsg.ConfigTypeList, "delete", "delete: remove old segments by retention; compact: keep the latest record per key", cleanupPolicy},
+	{"cleanup.policy", "log.cleanup.policy", kmsg.ConfigTypeList, "delete", "delete: remove old segments by retention; compact: keep the latest record per key (records must have keys); both: compact,delete", cleanupPolicy},
+	{"delete.retention.ms", "log.cleaner.delete.retention.ms", kmsg.ConfigTypeLong, "86400000", "how long a tombstone (null value) is kept after the cleaning that found it, on compacted topics", intRange(0, maxLong)},
 	{"flush.messages", "log.flush.interval.messages", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "fsync after this many records (1: every write)", intRange(1, maxLong)},
 	{"flush.ms", "log.flush.interval.ms", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "fsync when unflushed data is this old", intRange(0, maxLong)},
 	{"index.interval.bytes", "log.index.interval.bytes", kmsg.ConfigTypeInt, "4096", "bytes between offset index entries", intRange(0, math.MaxInt32)},
+	{"max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "longest a record stays uncompacted: the active segment is rolled and the log cleaned regardless of the dirty ratio after this", intRange(1, maxLong)},
 	{"max.message.bytes", "message.max.bytes", kmsg.ConfigTypeInt, "1048588", "largest record batch accepted", intRange(0, math.MaxInt32)},
 	{"message.timestamp.type", "log.message.timestamp.type", kmsg.ConfigTypeString, "CreateTime", "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock", oneOf("CreateTime", "LogAppendTime")},
+	{"min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", kmsg.ConfigTypeDouble, "0.5", "share of a compacted log that must be dirty (not yet cleaned) before the cleaner cleans it", ratio},
+	{"min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", kmsg.ConfigTypeLong, "0", "shortest time a record stays uncompacted", intRange(0, maxLong)},
 	{"min.insync.replicas", "min.insync.replicas", kmsg.ConfigTypeInt, "1", "replicas that must acknowledge an acks=all write", intRange(1, math.MaxInt32)},
 	{"retention.bytes", "log.retention.bytes", kmsg.ConfigTypeLong, "-1", "largest size of a partition before old segments are deleted (-1: no limit)", intRange(-1, maxLong)},
 	{"retention.ms", "log.retention.ms", kmsg.ConfigTypeLong, "604800000", "age after which segments are deleted (-1: forever)", intRange(-1, maxLong)},
@@ -109,6 +125,27 @@ func parseTopicConfig(name, value string) (string, error) {
 		return "", fmt.Errorf("invalid value for %s: %v", name, err)
 	}
 	return value, nil
+}
+
+// checkTopicConfigs checks what single values cannot: that
+// min.compaction.lag.ms is at most max.compaction.lag.ms, as Kafka does.
+func checkTopicConfigs(overrides, brokerDefaults map[string]string) error {
+	minLag, _ := strconv.ParseInt(effective("min.compaction.lag.ms", overrides, brokerDefaults), 10, 64)
+	maxLag, _ := strconv.ParseInt(effective("max.compaction.lag.ms", overrides, brokerDefaults), 10, 64)
+	if minLag > maxLag {
+		return fmt.Errorf("conflicting topic configs: min.compaction.lag.ms (%d) is greater than max.compaction.lag.ms (%d)", minLag, maxLag)
+	}
+	return nil
+}
+
+// hasPolicy reports whether the cleanup.policy list holds policy.
+func hasPolicy(list, policy string) bool {
+	for _, p := range strings.Split(list, ",") {
+		if strings.TrimSpace(p) == policy {
+			return true
+		}
+	}
+	return false
 }
 
 // configValue is one resolved config: its value and where it came from.
@@ -173,8 +210,14 @@ func topicLogConfig(overrides, brokerDefaults map[string]string) vlog.Config {
 		LogAppendTime:      get("message.timestamp.type") == "LogAppendTime",
 		IndexIntervalBytes: int(num("index.interval.bytes")),
 		SegmentIndexBytes:  int(num("segment.index.bytes")),
+
+		Compact:          hasPolicy(get("cleanup.policy"), "compact"),
+		DeleteRetention:  ms("delete.retention.ms"),
+		MinCompactionLag: ms("min.compaction.lag.ms"),
+		MaxCompactionLag: ms("max.compaction.lag.ms"),
 	}
-	if !strings.Contains(get("cleanup.policy"), "delete") {
+	cfg.MinCleanableDirtyRatio, _ = strconv.ParseFloat(get("min.cleanable.dirty.ratio"), 64)
+	if !hasPolicy(get("cleanup.policy"), "delete") {
 		// A compact-only topic keeps its data until the cleaner removes
 		// superseded records; retention never deletes whole segments.
 		cfg.RetentionMs, cfg.RetentionBytes = -1, -1

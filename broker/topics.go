@@ -153,6 +153,9 @@ func (b *Broker) checkNewTopic(rt *kmsg.CreateTopicsRequestTopic) (int32, map[st
 		}
 		configs[c.Name] = v
 	}
+	if err := checkTopicConfigs(configs, b.cfg.TopicDefaults); err != nil {
+		return 0, nil, errorf(kerr.InvalidConfig, "%v", err)
+	}
 	return partitions, configs, nil
 }
 

@@ -1,6 +1,7 @@
 package log
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -14,9 +15,11 @@ import (
 // Fields whose zero value is not a valid Kafka setting take Kafka's default
 // (see DefaultConfig): SegmentBytes, SegmentMs, MaxMessageBytes and
 // SegmentIndexBytes when <= 0, IndexIntervalBytes when < 0, and
-// ProducerExpiration when <= 0. RetentionBytes and RetentionMs are taken
-// literally (0 means "keep nothing but the active segment", as in Kafka), so
-// a caller building a Config by hand should start from DefaultConfig.
+// ProducerExpiration and MaxCompactionLag when <= 0. RetentionBytes,
+// RetentionMs, DeleteRetention and MinCleanableDirtyRatio are taken
+// literally (retention 0 means "keep nothing but the active segment", as in
+// Kafka), so a caller building a Config by hand should start from
+// DefaultConfig.
 type Config struct {
 	SegmentBytes       int64         // segment.bytes: roll when the active segment would exceed this (at most 2 GiB-1)
 	SegmentMs          time.Duration // segment.ms: roll when the active segment's first append is older than this
@@ -34,6 +37,29 @@ type Config struct {
 	// measured like Kafka: the current time minus the producer's last batch
 	// max timestamp). Zero means DefaultProducerExpiration.
 	ProducerExpiration time.Duration
+
+	// Compact is cleanup.policy containing "compact": Append rejects
+	// records without a key (INVALID_RECORD) and a Cleaner keeps only the
+	// latest record of each key. Time and size retention (the "delete"
+	// policy) are RetentionMs and RetentionBytes, independently.
+	Compact bool
+	// DeleteRetention is delete.retention.ms: how long a tombstone (a
+	// record with a null value) is kept after the cleaning that first
+	// found it to be the latest record of its key.
+	DeleteRetention time.Duration
+	// MinCleanableDirtyRatio is min.cleanable.dirty.ratio: the background
+	// cleaner cleans a log only when the dirty part (not cleaned yet)
+	// makes up more than this share of the cleanable log.
+	MinCleanableDirtyRatio float64
+	// MinCompactionLag is min.compaction.lag.ms: a record stays
+	// uncompacted at least this long (segments whose newest timestamp is
+	// younger are not cleaned).
+	MinCompactionLag time.Duration
+	// MaxCompactionLag is max.compaction.lag.ms: a dirty record becomes
+	// eligible for cleaning regardless of the dirty ratio after this long,
+	// and the active segment of a compacted log is rolled after it. Zero or
+	// less means DefaultMaxCompactionLag (never).
+	MaxCompactionLag time.Duration
 }
 
 // Kafka's defaults for the settings of Config.
@@ -45,12 +71,17 @@ const (
 	DefaultIndexIntervalBytes = 4096
 	DefaultSegmentIndexBytes  = 10 << 20
 	DefaultProducerExpiration = 7 * 24 * time.Hour
+
+	DefaultDeleteRetention        = 24 * time.Hour
+	DefaultMinCleanableDirtyRatio = 0.5
+	DefaultMaxCompactionLag       = time.Duration(math.MaxInt64)
 )
 
 // DefaultConfig returns Kafka's default topic configuration: 1 GiB
 // segments rolled weekly, seven days of retention, no size limit, fsync left
 // to the operating system (flush.messages and flush.ms unlimited), CreateTime
-// timestamps.
+// timestamps, no compaction (but Kafka's defaults for its settings: one day
+// of delete retention, a dirty ratio of 0.5, no compaction lags).
 func DefaultConfig() Config {
 	return Config{
 		SegmentBytes:       DefaultSegmentBytes,
@@ -63,6 +94,10 @@ func DefaultConfig() Config {
 		IndexIntervalBytes: DefaultIndexIntervalBytes,
 		SegmentIndexBytes:  DefaultSegmentIndexBytes,
 		ProducerExpiration: DefaultProducerExpiration,
+
+		DeleteRetention:        DefaultDeleteRetention,
+		MinCleanableDirtyRatio: DefaultMinCleanableDirtyRatio,
+		MaxCompactionLag:       DefaultMaxCompactionLag,
 	}
 }
 
@@ -88,6 +123,14 @@ func (c Config) normalized() Config {
 	}
 	if c.ProducerExpiration <= 0 {
 		c.ProducerExpiration = DefaultProducerExpiration
+	}
+	if c.MaxCompactionLag <= 0 {
+		c.MaxCompactionLag = DefaultMaxCompactionLag
+	}
+	c.DeleteRetention = max(c.DeleteRetention, 0)
+	c.MinCompactionLag = max(c.MinCompactionLag, 0)
+	if !(c.MinCleanableDirtyRatio >= 0) { // also NaN
+		c.MinCleanableDirtyRatio = 0
 	}
 	return c
 }
@@ -128,6 +171,60 @@ type ProducerInfo struct {
 	CoordinatorEpoch int32
 	TxnStartOffset   int64 // -1 when no transaction is open
 }
+
+// CleanerConfig configures a Cleaner. The zero value is a valid
+// configuration: unthrottled, with a 128 MiB offset map.
+type CleanerConfig struct {
+	// IOMaxBytesPerSecond limits the bytes cleanings read and write, all
+	// of a Cleaner's cleanings together (Kafka's
+	// log.cleaner.io.max.bytes.per.second); <= 0 means unlimited.
+	IOMaxBytesPerSecond float64
+	// DedupeBufferBytes bounds the memory of the key → offset map built by
+	// one cleaning (Kafka's log.cleaner.dedupe.buffer.size divided by
+	// log.cleaner.threads). A cleaning whose dirty records have more keys
+	// than fit cleans only up to where the map filled, and the next
+	// cleaning continues from there. <= 0 means 128 MiB.
+	DedupeBufferBytes int64
+	// Logger receives one line per cleaning; nil means slog.Default().
+	// Errors are logged with the log's own logger.
+	Logger *slog.Logger
+	// Now and Sleep are the clock of the I/O throttle; nil means real time.
+	// Sleep must return early, with ctx's error, when ctx ends.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// CleanResult describes one cleaning.
+type CleanResult struct {
+	Cleaned          bool  // false if there was nothing to clean
+	FirstDirtyOffset int64 // where the dirty part began
+	EndOffset        int64 // offsets below this are now clean (the next cleaning's first dirty offset)
+	Segments         int   // segments rewritten
+	Groups           int   // cleaned segments written (adjacent segments are merged)
+	BytesRead        int64 // bytes of segments read, building the offset map and rewriting
+	BytesWritten     int64 // bytes of cleaned segments written
+	RecordsRead      int64 // records of the rewritten segments
+	RecordsRemoved   int64 // superseded records, expired tombstones and records without a key removed
+	DirtyRatio       float64
+}
+
+// RecordError is one record an Append rejected, as Kafka's Produce
+// response reports it (v8+).
+type RecordError struct {
+	Index   int32 // index of the record among all records of the append
+	Message string
+}
+
+// InvalidRecordsError is returned by Append when it rejects individual
+// records (today: records without a key on a compacted log). It wraps
+// INVALID_RECORD.
+type InvalidRecordsError struct {
+	Records []RecordError // the rejected records, in order
+	msg     string
+}
+
+func (e *InvalidRecordsError) Error() string { return e.msg + ": " + kerr.InvalidRecord.Message }
+func (e *InvalidRecordsError) Unwrap() error { return kerr.InvalidRecord }
 
 // FS is the file system a Log uses. Drills and tests inject faults through it.
 //

@@ -15,10 +15,10 @@ import (
 // batches back to back. Every batch is validated before anything is
 // written (see ValidateBatch; also max.message.bytes, no control batches,
 // producer fields), so an invalid batch fails the whole append. Records are
-// never decoded. Offsets are assigned by writing each batch's baseOffset,
-// and leaderEpoch goes into each batch's partitionLeaderEpoch; with
-// LogAppendTime the batches are stamped with the current time and their CRC
-// recomputed. The batches are written with one write to the active
+// not decoded (except on a compacted log, below). Offsets are assigned by
+// writing each batch's baseOffset, and leaderEpoch goes into each batch's
+// partitionLeaderEpoch; with LogAppendTime the batches are stamped with the
+// current time and their CRC recomputed. The batches are written with one write to the active
 // segment, rolling it first if they would not fit.
 //
 // Batches with a producer id >= 0 are checked against the producer's
@@ -28,6 +28,11 @@ import (
 // OUT_OF_ORDER_SEQUENCE_NUMBER. Transactional batches are accepted as
 // plain idempotent batches for now (no transaction markers or last stable
 // offset yet).
+//
+// On a compacted log (Config.Compact) the records are decoded (streamed
+// through their decompressor) to check that each has a key; records
+// without one fail the append with an *InvalidRecordsError, which wraps
+// INVALID_RECORD and lists them.
 //
 // Errors a client caused wrap CORRUPT_MESSAGE, INVALID_RECORD,
 // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, UNSUPPORTED_COMPRESSION_TYPE,
@@ -158,7 +163,10 @@ func validateAppend(records []byte, cfg *Config) (nbatches, nrecords int, err er
 	if int64(len(records)) > cfg.SegmentBytes {
 		return 0, 0, errorf(kerr.RecordListTooLarge, "the %d bytes of records are more than segment.bytes (%d)", len(records), cfg.SegmentBytes)
 	}
-	var span int64
+	var (
+		span    int64
+		keyless []RecordError
+	)
 	for pos := 0; pos < len(records); nbatches++ {
 		h, err := ValidateBatch(records[pos:])
 		if err != nil {
@@ -177,12 +185,25 @@ func validateAppend(records []byte, cfg *Config) (nbatches, nrecords int, err er
 			return 0, 0, errorf(kerr.InvalidRecord, "batch %d of producer %d has invalid epoch %d or base sequence %d",
 				nbatches, h.ProducerID, h.ProducerEpoch, h.BaseSequence)
 		}
+		if cfg.Compact {
+			// The only decoding on the append path, for compacted logs only.
+			if keyless, err = keylessRecords(records[pos:], &h, int32(min(nrecords, math.MaxInt32)), keyless); err != nil {
+				return 0, 0, fmt.Errorf("batch %d (at byte %d of %d): %w", nbatches, pos, len(records), err)
+			}
+		}
 		nrecords += int(h.NumRecords)
 		span += int64(h.NumRecords)
 		pos += h.Size()
 	}
 	if span > math.MaxInt32 {
 		return 0, 0, errorf(kerr.RecordListTooLarge, "the batches hold %d records, more than a segment can index (%d)", span, math.MaxInt32)
+	}
+	if len(keyless) > 0 {
+		return 0, 0, &InvalidRecordsError{
+			Records: keyless,
+			msg: fmt.Sprintf("%d of the %d records have no key, and a compacted topic (cleanup.policy=compact) accepts only records with keys (first: %s)",
+				len(keyless), nrecords, keyless[0].Message),
+		}
 	}
 	return nbatches, nrecords, nil
 }
@@ -265,9 +286,16 @@ func shouldRoll(seg *segment, cfg *Config, appendBytes, nbatches int, nrecords, 
 }
 
 // segmentExpired reports whether a non-empty segment's first append is more
-// than segment.ms ago.
+// than segment.ms ago (or, for a compacted log, max.compaction.lag.ms if
+// that is shorter, as Kafka rolls: the cleaner never touches the active
+// segment, so a record can only be compacted within the lag once its
+// segment was rolled).
 func segmentExpired(seg *segment, cfg *Config, nowMs int64) bool {
-	return seg.firstAppendMs >= 0 && nowMs-seg.firstAppendMs > cfg.SegmentMs.Milliseconds()
+	rollMs := cfg.SegmentMs
+	if cfg.Compact {
+		rollMs = min(rollMs, cfg.MaxCompactionLag)
+	}
+	return seg.firstAppendMs >= 0 && nowMs-seg.firstAppendMs > rollMs.Milliseconds()
 }
 
 // rollLocked makes the active segment durable and complete (indexes

@@ -415,6 +415,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := DefaultConfig()
 	want.SegmentBytes = math.MaxInt32 // clamped: positions are 32-bit
 	want.RetentionBytes, want.RetentionMs, want.FlushMessages, want.FlushMs = 0, 0, 0, 0
+	want.DeleteRetention, want.MinCleanableDirtyRatio = 0, 0 // valid settings, taken literally
 	if got != want {
 		t.Fatalf("normalized zero config\n got %+v\nwant %+v", got, want)
 	}

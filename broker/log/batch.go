@@ -133,6 +133,12 @@ func (h *BatchHeader) IsLogAppendTime() bool { return h.Attributes&AttrLogAppend
 // IsTransactional reports the transactional attribute bit.
 func (h *BatchHeader) IsTransactional() bool { return h.Attributes&AttrTransactional != 0 }
 
+// HasDeleteHorizon reports whether the cleaner has set the batch's delete
+// horizon (KIP-534): then FirstTimestamp holds the time after which the
+// batch's tombstones may be removed, and record timestamp deltas are
+// relative to it.
+func (h *BatchHeader) HasDeleteHorizon() bool { return h.Attributes&AttrDeleteHorizon != 0 }
+
 // IsControl reports the control attribute bit.
 func (h *BatchHeader) IsControl() bool { return h.Attributes&AttrControl != 0 }
 
@@ -152,13 +158,25 @@ func incrementSequence(seq, inc int32) int32 {
 	return seq + inc
 }
 
-// ValidateBatch checks the structure of the record batch at the start of b
-// and returns its header. It checks what a broker can check without
-// decoding records: the batch length against the bytes available and the
-// header size, magic 2, the CRC-32C, a known compression codec, a record
-// count of at least one that matches lastOffsetDelta. Errors wrap
-// CORRUPT_MESSAGE, INVALID_RECORD or UNSUPPORTED_COMPRESSION_TYPE.
-func ValidateBatch(b []byte) (BatchHeader, error) {
+// ValidateBatch checks the structure of the record batch at the start of b,
+// as a producer sends it, and returns its header. It checks what a broker
+// can check without decoding records: the batch length against the bytes
+// available and the header size, magic 2, the CRC-32C, a known compression
+// codec, a record count of at least one that matches lastOffsetDelta.
+// Errors wrap CORRUPT_MESSAGE, INVALID_RECORD or UNSUPPORTED_COMPRESSION_TYPE.
+//
+// Batches of a compacted log may fail the last check once the cleaner has
+// removed records from them (see ValidateStoredBatch).
+func ValidateBatch(b []byte) (BatchHeader, error) { return validateBatch(b, false) }
+
+// ValidateStoredBatch is ValidateBatch for batches read from a log: it also
+// accepts what the cleaner writes, batches with fewer records than their
+// offset range (lastOffsetDelta > records-1: the batch keeps its original
+// offsets and last sequence) and, for idempotent producers, empty batches
+// (no records), as Kafka does.
+func ValidateStoredBatch(b []byte) (BatchHeader, error) { return validateBatch(b, true) }
+
+func validateBatch(b []byte, stored bool) (BatchHeader, error) {
 	if len(b) < batchLengthOverhead {
 		return BatchHeader{}, errorf(kerr.CorruptMessage, "record batch truncated: %d bytes left, the length field ends at byte %d", len(b), batchLengthOverhead)
 	}
@@ -183,6 +201,12 @@ func ValidateBatch(b []byte) (BatchHeader, error) {
 	}
 	if c := h.Compression(); c > CompressionZstd {
 		return h, errorf(kerr.UnsupportedCompressionType, "record batch uses unknown compression codec %d (known: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)", c)
+	}
+	if stored {
+		if h.NumRecords < 0 || h.LastOffsetDelta < 0 || h.LastOffsetDelta < h.NumRecords-1 {
+			return h, errorf(kerr.CorruptMessage, "record batch has a record count of %d and lastOffsetDelta %d", h.NumRecords, h.LastOffsetDelta)
+		}
+		return h, nil
 	}
 	if h.NumRecords < 1 {
 		return h, errorf(kerr.InvalidRecord, "record batch has a record count of %d, need at least 1", h.NumRecords)

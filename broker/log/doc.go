@@ -16,8 +16,13 @@
 // leader epoch cache, epoch → first offset, in Kafka's text format, answered
 // by OffsetForLeaderEpoch) and <offset>.snapshot producer state snapshots
 // (idempotent producers' last five batches as of that offset, so that
-// deduplication survives a restart; the two newest are kept). Other files in
-// the directory are left alone.
+// deduplication survives a restart; the two newest are kept). A compacted
+// log also has cleaner-offset-checkpoint (where the last cleaning ended and
+// when a tombstone it kept may go) and, only while a cleaning runs,
+// <base>.log.cleaned, <base>.index.cleaned, <base>.timeindex.cleaned (a
+// cleaned segment being written) and <base>.swap (the swap record of a
+// cleaned segment being swapped in). Other files in the directory are left
+// alone.
 //
 // The index formats are Kafka's. An offset index entry maps the last offset
 // of a batch to the batch's position and is added when more than
@@ -34,8 +39,12 @@
 // Append takes the Records field of a Produce request unchanged: one or more
 // v2 record batches. Each batch's header is validated (length, magic, CRC-32C
 // over the batch, record count against lastOffsetDelta, compression codec,
-// size against max.message.bytes, no control batches); records are never
-// decoded on this path, and all batches are validated before any is written.
+// size against max.message.bytes, no control batches) and all batches are
+// validated before any is written. Records are not decoded on this path,
+// except on a compacted log: there every record is parsed (streamed through
+// its decompressor, nothing kept) to check that it has a key, and records
+// without one fail the append with INVALID_RECORD (*InvalidRecordsError
+// lists them).
 // Offsets are assigned by writing the batch's baseOffset field in place, so the
 // batch is stored byte for byte as the client sent it (apart from the
 // partition leader epoch, and for message.timestamp.type=LogAppendTime the
@@ -66,10 +75,17 @@
 // published segment list, log end offset, per-segment sizes and index
 // prefixes atomically and read segment files with pread while holding a
 // reference on the segment, so they run concurrently with appends, rolls and
-// deletions: a segment deleted by retention or DeleteRecords is renamed to
-// *.deleted at once and its file is closed and removed when its last reader
-// is done. Data becomes readable only after it is written (and, when the flush
-// policy asks, fsynced): the log end offset is published last.
+// deletions and cleanings: a segment deleted by retention or DeleteRecords,
+// or replaced by its cleaned form, is renamed to *.deleted at once and its
+// file is closed and removed when its last reader is done, so a reader
+// always sees either the old segment or the new one, whole. Data becomes
+// readable only after it is written (and, when the flush policy asks,
+// fsynced): the log end offset is published last.
+//
+// In a compacted log offsets have gaps (records were removed) and batches
+// may hold fewer records than their offset range, or none (see Compaction).
+// A read at an offset that was compacted away returns the first batch that
+// holds a later offset.
 //
 // # Durability
 //
@@ -92,6 +108,10 @@
 //     segment is created, and the directory is fsynced after it is, so after
 //     a crash only the last segment can have a torn tail. A producer state
 //     snapshot is written at every roll and on Close.
+//   - A cleaned segment and its indexes are fsynced, and the directory
+//     fsynced, before the swap that puts it in place starts; each swap is
+//     recorded (atomically) before it renames anything, and the directory
+//     is fsynced before the record is removed. See Compaction.
 //   - Checkpoints, indexes and snapshots are replaced atomically: written to
 //     a .tmp file, fsynced, renamed, and the directory fsynced. The leader
 //     epoch checkpoint is written by the Append that first uses a new epoch,
@@ -101,9 +121,13 @@
 //
 // # Recovery
 //
-// Open removes leftover *.tmp and *.deleted files, indexes without a segment
-// and empty segments that are not the last, and ignores (with a warning) files
-// whose names do not parse. It validates the last segment batch by batch
+// Open first completes any swap of a cleaned segment a crash interrupted
+// (see Compaction), then removes leftover *.tmp, *.deleted and *.cleaned
+// files, indexes without a segment and empty segments that are neither the
+// first nor the last (an empty first segment is what the cleaner leaves when
+// it removed every record there; its base offset is where the log starts),
+// and ignores (with a warning) files whose names do not parse. It validates
+// the last segment batch by batch
 // (header, CRC-32C and that base offsets continue from the segment's base
 // offset), truncates everything after the last valid batch (logging how many
 // bytes at which offset) and rebuilds its indexes. For the other segments it
@@ -112,7 +136,10 @@
 // after the last offset index entry chaining to the end of the file, the time
 // index reaching the largest timestamp seen); indexes that fail are rebuilt by
 // reading the segment, and data that fails validation there is truncated
-// (logged as an error). The log start offset is the checkpoint or the first
+// (logged as an error). In those older segments the first batch may start
+// after the segment's base offset and offsets may leave gaps, both left by
+// the cleaner; in the last segment, which the cleaner never touches, offsets
+// must follow each other. The log start offset is the checkpoint or the first
 // segment's base offset, whichever is larger; segments wholly below it are
 // deleted, and if it lies beyond the recovered end (data that was never
 // fsynced) the log restarts empty at the start offset. The leader epoch cache
@@ -130,6 +157,95 @@
 // expired and not empty), expires idle producers and applies flush.ms.
 // DeleteRecordsBefore moves the log start offset and deletes the segments
 // wholly below it; up to the log end it leaves one empty segment there.
+//
+// # Compaction
+//
+// A log with Config.Compact (cleanup.policy containing "compact") is
+// cleaned by a Cleaner, as Kafka's LogCleaner does it: the broker runs
+// Cleaner.CleanFilthiest in its cleaner threads, and every compacted log
+// gets cleaned, internal topics such as __consumer_offsets included. With
+// "compact,delete" the cleaner runs and retention (Maintain) still deletes
+// old segments.
+//
+// The log is split at the cleaner checkpoint into a clean part (cleaned
+// before) and a dirty part, which ends at the active segment, or earlier at
+// the first segment whose newest record is younger than
+// min.compaction.lag.ms: neither is ever cleaned. CleanFilthiest picks the
+// log whose dirty bytes are the largest share of its cleanable bytes, if
+// that share exceeds min.cleanable.dirty.ratio, or if a dirty segment's
+// first batch is older than max.compaction.lag.ms (for which the active
+// segment of a compacted log is also rolled), or if a tombstone's delete
+// horizon has passed. A cleaning then:
+//
+//  1. builds the offset map: the latest offset of every key in the dirty
+//     part, reading it batch by batch (decompressing), until the map holds
+//     Cleaner's DedupeBufferBytes of keys; the map ends there (offsets below
+//     are covered) and the next cleaning starts from there;
+//  2. rewrites every inactive segment from the log start up to where the
+//     map ends, clean part included, in groups of adjacent segments that
+//     together fit segment.bytes (so small cleaned segments merge), each
+//     group into one segment named after the group's first segment. A record
+//     is kept if it lies beyond the map, or if it has a key, no later offset
+//     in the map, and is not a tombstone past its horizon. Records without a
+//     key are removed (a log that was not compacted when they were written
+//     has them);
+//  3. swaps each cleaned group in as soon as it is written (below), and at
+//     the end writes the cleaner checkpoint.
+//
+// Batches keep Kafka's semantics: a batch with every record kept is copied
+// byte for byte; otherwise it is rebuilt with its original base offset and
+// lastOffsetDelta (so it still ends where it did, and an idempotent
+// producer's last sequence stays base sequence + lastOffsetDelta), its
+// producer id, epoch and base sequence, leader epoch, timestamp type,
+// transactional bit and codec (recompressed; snappy keeps the Java
+// client's xerial framing if it had it), the kept records' bytes unchanged
+// (offset deltas still relative to the base offset), a new record count,
+// max timestamp (for CreateTime, the largest kept record timestamp) and
+// CRC. A batch left without records is dropped, except the last batch of
+// each idempotent producer the log has state for, which is kept empty (a
+// header, no records, no codec) so that producer state rebuilt from the
+// log after a restart still knows the producer's epoch and last sequence.
+// Offsets stay monotonic, with gaps, and the log start offset does not move:
+// a first segment left with no batches is kept, empty.
+//
+// Tombstones (records with a null value) follow KIP-534: the first cleaning
+// that keeps a tombstone as the latest record of its key sets its batch's
+// delete horizon to now + delete.retention.ms (the batch's firstTimestamp
+// field holds it, attribute bit 6 says so, and record timestamp deltas are
+// rebased on it so record timestamps do not change). A cleaning at or after
+// the horizon removes the tombstone. The earliest horizon of the clean part
+// is kept with the cleaner checkpoint, so the cleaner comes back for it.
+//
+// Swapping a cleaned group in never leaves a mix. The cleaned segment is
+// written to <base>.log.cleaned with its indexes (<base>.index.cleaned,
+// <base>.timeindex.cleaned), all fsynced. Then, holding the writer lock:
+// the swap record <base>.swap ("segments [base, end) are replaced") is
+// written atomically; the group's files are renamed to *.deleted; the
+// cleaned files are renamed into place, the log file first; the directory
+// is fsynced, the swap record removed, the directory fsynced again; the new
+// segment list is published. A crash before the swap record leaves .cleaned
+// files that Open removes: the old segments stand. With the swap record,
+// Open completes the swap: while <base>.log.cleaned exists it removes every
+// old segment file in [base, end) and renames the cleaned files into place;
+// once it does not, the new log file is in place and only index renames can
+// be left. TestCleanCrashAtEveryStep crashes a cleaning at each of its file
+// system operations and recovers.
+//
+// Cleaning runs beside appends and reads: it holds the writer lock only to
+// read the producer state and for each swap; appends go to the active
+// segment, which it never touches; readers hold references to the segments
+// they read. One cleaning per log at a time; retention or DeleteRecords
+// deleting a segment being cleaned makes the cleaning stop without an
+// error; Close stops a cleaning and waits for it. The I/O of all of a
+// Cleaner's cleanings is limited to CleanerConfig.IOMaxBytesPerSecond.
+//
+// A cleaning that fails before its swap (damaged data, a failed write of
+// the cleaned segment) removes its .cleaned files, logs an error and marks
+// only this log uncleanable (CleanerError): appends and reads go on, and it
+// is not cleaned again until reopened, as Kafka marks a partition
+// uncleanable. A failure during a swap (a rename or fsync) takes the log
+// offline like any storage error; reopening it completes the swap. Control
+// batches (there are none until transactions land) are kept whole.
 //
 // # Errors
 //

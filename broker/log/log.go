@@ -1,6 +1,7 @@
 package log
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -44,6 +45,14 @@ type Log struct {
 	waitMu  sync.Mutex
 	waitCh  chan struct{}
 	waiting atomic.Bool
+
+	// Log compaction (see clean.go).
+	cleanMu       sync.Mutex            // held by the cleaning of this log in progress
+	firstDirty    atomic.Int64          // the cleaner checkpoint: offsets below were cleaned; -1 when unknown
+	deleteHorizon atomic.Int64          // earliest delete horizon of a tombstone in the clean part; -1 for none
+	cleanErr      atomic.Pointer[error] // why the cleaner gave up on this log
+	closeCtx      context.Context       // ends when Close begins, stopping a cleaning
+	closeCancel   context.CancelFunc
 }
 
 // Open opens (creating if needed) the log in dir and recovers it: see the
@@ -68,6 +77,9 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if l.logger == nil {
 		l.logger = slog.Default()
 	}
+	l.closeCtx, l.closeCancel = context.WithCancel(context.Background())
+	l.firstDirty.Store(-1)
+	l.deleteHorizon.Store(-1)
 	l.SetConfig(cfg)
 	if err := l.recover(); err != nil {
 		if segs := l.segs.Load(); segs != nil {
@@ -75,6 +87,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 				s.release()
 			}
 		}
+		l.closeCancel()
 		return nil, fmt.Errorf("opening partition log %s (%w): %w", dir, kerr.KafkaStorageError, err)
 	}
 	return l, nil
@@ -189,14 +202,26 @@ func (l *Log) flushLocked() error {
 
 // Close flushes, writes the producer state snapshot and the active
 // segment's indexes, and closes all files (a file still being read is
-// closed when its last read ends). It is idempotent; later calls of other
-// methods return ErrClosed. Closing an offline log closes its files and
-// returns its storage error.
+// closed when its last read ends). A cleaning of the log in progress is
+// stopped, and Close returns after it has (a cleaned segment already
+// swapped in stays). It is idempotent; later calls of other methods return
+// ErrClosed. Closing an offline log closes its files and returns its
+// storage error.
 func (l *Log) Close() error {
+	first, err := l.closeLocked()
+	if first {
+		l.closeCancel()
+		l.cleanMu.Lock() // wait for a cleaning to notice
+		l.cleanMu.Unlock()
+	}
+	return err
+}
+
+func (l *Log) closeLocked() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed.Load() {
-		return nil
+		return false, nil
 	}
 	var err error
 	if err = l.Offline(); err == nil {
@@ -211,7 +236,7 @@ func (l *Log) Close() error {
 	}
 	l.waiting.Store(true) // make wake close the channel even if no one waits
 	l.wake()
-	return err
+	return true, err
 }
 
 // flushAllLocked makes the whole state durable: the active segment's data

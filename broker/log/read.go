@@ -20,11 +20,14 @@ import (
 // on disk fails with CORRUPT_MESSAGE. The batches
 // come from one segment: a read that reaches the end of a segment stops
 // there, and the next read continues in the next segment. The first batch
-// may start before offset (a consumer skips the records before it).
+// may start before offset (a consumer skips the records before it), or, in
+// a compacted log where offset was removed, after it: it is the first batch
+// holding an offset >= offset.
 //
-// Read takes no lock: it runs concurrently with appends, retention and
-// DeleteRecordsBefore, and a segment deleted during the read is removed from
-// disk only when the read is done.
+// Read takes no lock: it runs concurrently with appends, cleaning,
+// retention and DeleteRecordsBefore, and a segment deleted (or replaced by
+// its cleaned form) during the read is removed from disk only when the read
+// is done.
 func (l *Log) Read(dst []byte, offset int64, maxBytes int, maxOffset int64) (ReadInfo, error) {
 	for attempt := 0; ; attempt++ {
 		if err := l.usable(); err != nil {

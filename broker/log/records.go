@@ -27,13 +27,15 @@ type RecordHeader struct {
 }
 
 // DecodeRecords validates the batch at the start of batch (see
-// ValidateBatch), decompresses its records if needed and calls fn with each
-// record in order; it stops at and returns the first error fn returns. The
-// Record and its slices are only valid during the call; Key and Value alias
-// the decompressed buffer (or batch itself when uncompressed). Malformed
-// records give an error wrapping CORRUPT_MESSAGE.
+// ValidateStoredBatch: batches of compacted logs may have gaps between
+// their records' offsets, and no records at all), decompresses its records
+// if needed and calls fn with each record in order; it stops at and returns
+// the first error fn returns. The Record and its slices are only valid
+// during the call; Key and Value alias the decompressed buffer (or batch
+// itself when uncompressed). Malformed records give an error wrapping
+// CORRUPT_MESSAGE.
 func DecodeRecords(batch []byte, fn func(*Record) error) error {
-	h, err := ValidateBatch(batch)
+	h, err := ValidateStoredBatch(batch)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,9 @@ func (l *Log) recover() error {
 	if err := l.fs.MkdirAll(l.dir, 0o755); err != nil {
 		return fmt.Errorf("creating the directory: %w", err)
 	}
+	if err := l.finishSwaps(); err != nil {
+		return err
+	}
 	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
 		return fmt.Errorf("listing the directory: %w", err)
@@ -31,8 +34,9 @@ func (l *Log) recover() error {
 	var snaps []int64
 	for _, name := range names {
 		path := filepath.Join(l.dir, name)
-		if strings.HasSuffix(name, tmpSuffix) || strings.HasSuffix(name, deletedSuffix) {
-			// Leftovers of an interrupted atomic write or segment deletion.
+		if strings.HasSuffix(name, tmpSuffix) || strings.HasSuffix(name, deletedSuffix) || strings.HasSuffix(name, cleanedSuffix) {
+			// Leftovers of an interrupted atomic write, segment deletion
+			// or cleaning (one whose swap record was not written).
 			l.logger.Info("removing leftover file", "file", path)
 			if err := l.fs.Remove(path); err != nil && !isNotExist(err) {
 				return fmt.Errorf("removing leftover %s: %w", path, err)
@@ -92,7 +96,10 @@ func (l *Log) recover() error {
 		if err != nil {
 			return fmt.Errorf("stat %s: %w", path, err)
 		}
-		if size == 0 && i < len(bases)-1 {
+		// An empty first segment is kept: the cleaner leaves one when it
+		// removed every record of the first segments, and its base offset
+		// is where the log starts.
+		if size == 0 && i > 0 && i < len(bases)-1 {
 			l.logger.Warn("removing an empty segment that is not the last one", "segment", path)
 			if err := l.removeSegmentFiles(base); err != nil {
 				return err
@@ -187,7 +194,128 @@ func (l *Log) recover() error {
 	if err := l.recoverEpochs(segs, epochsSeen, start, end); err != nil {
 		return err
 	}
+	l.loadCleanerCheckpoint()
 	return l.recoverProducers(segs, snaps, end, nowMs, cfg)
+}
+
+// loadCleanerCheckpoint restores where the last cleaning ended. Without
+// the checkpoint the whole log counts as dirty.
+func (l *Log) loadCleanerCheckpoint() {
+	path := filepath.Join(l.dir, cleanerCkptFile)
+	b, err := readFile(l.fs, path)
+	if err != nil {
+		if !isNotExist(err) {
+			l.logger.Warn("ignoring an unreadable cleaner checkpoint; the whole log will be cleaned again", "file", path, "err", err)
+		}
+		return
+	}
+	firstDirty, horizon, err := decodeTwoOffsets(b, "cleaner checkpoint")
+	if err != nil {
+		l.logger.Warn("ignoring an unreadable cleaner checkpoint; the whole log will be cleaned again", "file", path, "err", err)
+		return
+	}
+	l.firstDirty.Store(firstDirty)
+	l.deleteHorizon.Store(horizon)
+}
+
+// finishSwaps completes the swaps of cleaned segments that a crash
+// interrupted: see Log.swapCleaned for the steps. A swap record
+// <base>.swap says that the segments in [base, end) are being replaced by
+// <base>.*.cleaned. If <base>.log.cleaned still exists, no old file was
+// replaced by a new one yet: every old segment file in [base, end) is
+// removed (some may already be *.deleted, removed later) and the cleaned
+// files renamed into place. Otherwise the new <base>.log is in place and
+// every old segment was already renamed away; only index renames may be
+// left, and no segment file is removed. Either way the result is the
+// cleaned segment, never a mix.
+func (l *Log) finishSwaps() error {
+	names, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("listing the directory: %w", err)
+	}
+	has := make(map[string]bool, len(names))
+	for _, name := range names {
+		has[name] = true
+	}
+	for _, name := range names {
+		stem, ok := strings.CutSuffix(name, swapSuffix)
+		if !ok {
+			continue
+		}
+		base, ok := parseOffsetName(stem)
+		if !ok {
+			continue
+		}
+		if err := l.finishSwap(base, names, has); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Log) finishSwap(base int64, names []string, has map[string]bool) error {
+	swap := swapPath(l.dir, base)
+	remove := func(name string) error {
+		if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil && !isNotExist(err) {
+			return fmt.Errorf("completing the swap of cleaned segment %s: removing %s: %w", offsetName(base), name, err)
+		}
+		return nil
+	}
+	b, err := readFile(l.fs, swap)
+	var rbase, end int64
+	if err == nil {
+		rbase, end, err = decodeSwapRecord(b)
+		if err == nil && (rbase != base || end <= base) {
+			err = fmt.Errorf("swap record of %d names the range [%d, %d)", base, rbase, end)
+		}
+	}
+	if err != nil {
+		// Written atomically, so only damage gets here: roll back.
+		l.logger.Error("removing an unreadable swap record and its cleaned segment; the cleaning is rolled back",
+			"file", swap, "err", err)
+		for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+			if err := remove(offsetName(base) + suffix + cleanedSuffix); err != nil {
+				return err
+			}
+		}
+		return remove(filepath.Base(swap))
+	}
+	stem := offsetName(base)
+	// Once the new log file is in place every old segment had been renamed
+	// away (to *.deleted, removed below): nothing of [base, end) is touched
+	// then.
+	newLogInPlace := !has[stem+logSuffix+cleanedSuffix]
+	for _, name := range names {
+		s, suffix, ok := splitSuffix(name)
+		if newLogInPlace || !ok || suffix == snapshotSuffix {
+			continue
+		}
+		if off, ok := parseOffsetName(s); ok && off >= base && off < end {
+			if err := remove(name); err != nil {
+				return err
+			}
+		}
+	}
+	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+		if !has[stem+suffix+cleanedSuffix] {
+			continue
+		}
+		if err := l.fs.Rename(filepath.Join(l.dir, stem+suffix+cleanedSuffix), filepath.Join(l.dir, stem+suffix)); err != nil {
+			return fmt.Errorf("completing the swap of cleaned segment %s: %w", stem, err)
+		}
+	}
+	if err := syncDir(l.fs, l.dir); err != nil {
+		return fmt.Errorf("fsync of the directory: %w", err)
+	}
+	if err := remove(filepath.Base(swap)); err != nil {
+		return err
+	}
+	if err := syncDir(l.fs, l.dir); err != nil {
+		return fmt.Errorf("fsync of the directory: %w", err)
+	}
+	l.logger.Warn("completed the swap of a cleaned segment that a crash interrupted",
+		"dir", l.dir, "base_offset", base, "replaced_up_to", end, "new_log_was_in_place", newLogInPlace)
+	return nil
 }
 
 // removeSegmentFiles removes a segment's log and index files.
@@ -235,7 +363,7 @@ func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Confi
 	s.offsets.reset(nil)
 	s.times.reset(nil)
 	s.bytesSinceIndex = 0
-	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
+	res, err := scanBatches(s.f, s.base, size, true, func(h *BatchHeader, pos int64) string {
 		if h.LastOffset() >= end {
 			return fmt.Sprintf("last offset %d overlaps the next segment, which starts at %d", h.LastOffset(), end)
 		}
@@ -282,14 +410,23 @@ func (l *Log) loadIndexes(s *segment, end int64, files *segmentFiles) (offs []of
 	if times, err = decodeTimeIndex(b, s.base, end); err != nil {
 		return nil, nil, 0, err.Error()
 	}
+	if size == 0 {
+		// An empty first segment, left by the cleaner.
+		if len(times) > 0 {
+			return nil, nil, 0, "the time index of an empty segment has entries"
+		}
+		return nil, nil, s.base, ""
+	}
 	hr := newHeaderReader(s.f)
 	defer hr.close()
 	h, err := hr.header(0, size)
 	if err != nil {
 		return nil, nil, 0, fmt.Sprintf("reading the first batch: %v", err)
 	}
-	if h.Magic != 2 || h.BaseOffset != s.base {
-		return nil, nil, 0, fmt.Sprintf("the first batch has magic %d and base offset %d, want 2 and %d", h.Magic, h.BaseOffset, s.base)
+	// The cleaner may have removed the first batches: a cleaned segment
+	// keeps the name (base offset) of the first segment it replaced.
+	if h.Magic != 2 || h.BaseOffset < s.base {
+		return nil, nil, 0, fmt.Sprintf("the first batch has magic %d and base offset %d, want 2 and at least %d", h.Magic, h.BaseOffset, s.base)
 	}
 	// The time index ends with the segment's max timestamp, which is at
 	// least that of any batch.
@@ -343,7 +480,7 @@ func (l *Log) recoverLastSegment(s *segment, cfg *Config, nowMs int64) ([]epochE
 		firstTs int64 = -1
 		any     bool
 	)
-	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
+	res, err := scanBatches(s.f, s.base, size, false, func(h *BatchHeader, pos int64) string {
 		s.track(h, pos, cfg.IndexIntervalBytes)
 		if !any {
 			any, firstTs = true, h.MaxTimestamp

@@ -39,10 +39,13 @@ type segment struct {
 	maxTs    int64 // largest batch max timestamp; -1 when none
 	maxTsOff int64 // last offset of the first batch with maxTs
 
-	// Writer state, under Log.mu.
+	// Writer state, under Log.mu (the cleaner reads lastAppendMs of
+	// inactive segments, which no longer change, without it).
 	bytesSinceIndex int
 	firstAppendMs   int64 // wall clock of the first append (see recovery); -1 when empty
 	lastAppendMs    int64 // wall clock of the last append, for retention of segments without timestamps
+
+	firstTs atomic.Int64 // max timestamp of the first batch, for max.compaction.lag.ms; unknownTs until read
 
 	refs    atomic.Int32
 	deleted atomic.Bool
@@ -51,6 +54,7 @@ type segment struct {
 func newSegment(fsys FS, dir string, base int64, f File, logger *slog.Logger) *segment {
 	s := &segment{base: base, dir: dir, fsys: fsys, f: f, logger: logger, maxTs: -1, maxTsOff: base, firstAppendMs: -1, lastAppendMs: -1}
 	s.next.Store(base)
+	s.firstTs.Store(unknownTs)
 	s.refs.Store(1)
 	return s
 }
@@ -281,7 +285,11 @@ type scanResult struct {
 // for it. It stops at the first invalid batch, or at a batch for which fn
 // returns a reason to stop. Only I/O errors are returned as errors; invalid
 // data is reported in the result.
-func scanBatches(f File, base, size int64, fn func(h *BatchHeader, pos int64) string) (scanResult, error) {
+//
+// For an older segment (not the last one), which the cleaner may have
+// rewritten, batches are validated as stored batches (ValidateStoredBatch)
+// and a batch's base offset may leave a gap after the previous batch.
+func scanBatches(f File, base, size int64, older bool, fn func(h *BatchHeader, pos int64) string) (scanResult, error) {
 	const chunk = 1 << 20
 	buf := make([]byte, min(chunk, size))
 	var (
@@ -319,12 +327,12 @@ func scanBatches(f File, base, size int64, fn func(h *BatchHeader, pos int64) st
 			continue // recompute with the length field in hand
 		}
 		b := buf[pos-bufStart : pos-bufStart+int64(needBytes)]
-		h, err := ValidateBatch(b)
+		h, err := validateBatch(b, older)
 		if err != nil {
 			stopWhy = fmt.Sprintf("invalid batch at position %d: %v", pos, err)
 			break
 		}
-		if h.BaseOffset != next {
+		if h.BaseOffset != next && !(older && h.BaseOffset > next) {
 			stopWhy = fmt.Sprintf("batch at position %d has base offset %d, want %d", pos, h.BaseOffset, next)
 			break
 		}
