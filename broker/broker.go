@@ -97,7 +97,15 @@ func (b *Broker) ClusterID() string { return b.meta.clusterID }
 
 // Serve accepts Kafka connections until Close. It returns nil after Close.
 func (b *Broker) Serve() error {
+	// Under connsMu, which Close takes after cancelling ctx: either Close
+	// waits for this goroutine, or Serve sees ctx ended and starts nothing.
+	b.connsMu.Lock()
+	if b.ctx.Err() != nil {
+		b.connsMu.Unlock()
+		return nil
+	}
 	b.bgWG.Add(1)
+	b.connsMu.Unlock()
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
 	b.ready.Store(true)
 	b.logger.Info("broker serving Kafka", "listen", b.Addr(),

@@ -475,3 +475,26 @@ func TestShutdownAnswersInflight(t *testing.T) {
 		t.Fatalf("correlation id %d", corr)
 	}
 }
+
+// TestCloseBeforeServe: closing a broker whose Serve has not started yet
+// (or starts only afterwards) is clean, and Serve then returns at once.
+func TestCloseBeforeServe(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	b, err := New(cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Serve() }() // may run before or after Close
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if err := b.Serve(); err != nil {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+}
