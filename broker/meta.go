@@ -153,8 +153,11 @@ func openMetaStore(cfg Config, logger *slog.Logger) (*metaStore, error) {
 		for i := int32(0); i < mt.Partitions; i++ {
 			p, err := m.openPartition(t, i)
 			if err != nil {
-				m.closeSet(set)
-				return nil, err
+				// A disk error takes only this partition offline, as Kafka
+				// takes only the failed log dir offline: the broker serves
+				// the others and reports this one (KAFKA_STORAGE_ERROR,
+				// Metadata, /readyz) until a restart after the repair.
+				p = m.offlinePartition(t, i, err)
 			}
 			t.partitions = append(t.partitions, p)
 		}
@@ -214,6 +217,17 @@ func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
 		return nil, fmt.Errorf("opening log of %s-%d: %w", t.name, index, err)
 	}
 	return &partition{topic: t.name, topicID: t.id, index: index, log: l}, nil
+}
+
+// offlinePartition returns partition index of t as offline after err kept
+// it from being opened, and logs that once.
+func (m *metaStore) offlinePartition(t *topic, index int32, err error) *partition {
+	dir := m.partitionDir(t.name, index)
+	logger := m.logger.With("topic", t.name, "partition", index)
+	logger.Error("partition is offline: its log could not be opened; the broker serves its other partitions, restart it after repairing the disk",
+		"dir", dir, "err", err)
+	l := vlog.OpenOffline(dir, topicLogConfig(t.configs, m.cfg.TopicDefaults), vlog.Options{FS: m.cfg.FS, Logger: logger}, err)
+	return &partition{topic: t.name, topicID: t.id, index: index, log: l}
 }
 
 func parseTopicIDLine(data []byte) string {
