@@ -88,11 +88,7 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 	}
 	info, err := p.log.Append(rp.Records, p.epoch)
 	if err != nil {
-		code, msg := p.errorCode(err)
-		if code == kerr.KafkaStorageError.Code {
-			b.logger.Error("append failed; partition is offline", "partition", p.String(), "err", err)
-		}
-		return code, msg
+		return p.errorCode(err) // the log itself logs going offline, once
 	}
 	sp.BaseOffset = info.BaseOffset
 	sp.LogAppendTime = info.LogAppendTime

@@ -158,8 +158,13 @@ func TestUnreadablePartitionAtStart(t *testing.T) {
 		t.Fatalf("want one ERROR line naming bad-0 at start, got:\n%s", strings.Join(logs.lines("level=ERROR"), "\n"))
 	}
 	c2 := dialRaw(t, b2)
-	if r := produceRaw(t, c2, "bad", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); r.ErrorCode != kerr.KafkaStorageError.Code {
-		t.Fatalf("produce to the offline partition: %v, want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(r.ErrorCode))
+	for i := 0; i < 20; i++ {
+		if r := produceRaw(t, c2, "bad", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); r.ErrorCode != kerr.KafkaStorageError.Code {
+			t.Fatalf("produce to the offline partition: %v, want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(r.ErrorCode))
+		}
+	}
+	if n := len(logs.lines("level=ERROR")); n != 1 {
+		t.Fatalf("%d ERROR lines after 20 produces to the offline partition, want the one at start:\n%s", n, strings.Join(logs.lines("level=ERROR"), "\n"))
 	}
 	if r := fetchRaw(t, c2, "bad", 0, 0); r.ErrorCode != kerr.KafkaStorageError.Code {
 		t.Fatalf("fetch from the offline partition: %v, want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(r.ErrorCode))
@@ -206,5 +211,26 @@ func TestUnreadablePartitionAtStart(t *testing.T) {
 	c3 := dialRaw(t, b3)
 	if r := produceRaw(t, c3, "bad", 0, makeBatch(-1, -1, -1, 1, []byte("repaired"))); r.ErrorCode != 0 || r.BaseOffset != 1 {
 		t.Fatalf("produce after the repair: %v at offset %d", kerr.ErrorForCode(r.ErrorCode), r.BaseOffset)
+	}
+}
+
+// TestOfflinePartitionLoggedOnce: going offline is logged once, not once per
+// request that then fails with KAFKA_STORAGE_ERROR.
+func TestOfflinePartitionLoggedOnce(t *testing.T) {
+	fsys := &sickDiskFS{FS: vlog.OSFS(), sick: "sick-0"}
+	var logs logBuffer
+	b := startBrokerLogger(t, "", logs.logger(), func(c *Config) { c.FS = fsys })
+	createTopic(t, newAdmin(t, b), "sick", 1, nil)
+	c := dialRaw(t, b)
+	fsys.armed.Store(true)
+	for i := 0; i < 20; i++ {
+		if r := produceRaw(t, c, "sick", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); r.ErrorCode != kerr.KafkaStorageError.Code {
+			t.Fatalf("produce %d: %v, want KAFKA_STORAGE_ERROR", i, kerr.ErrorForCode(r.ErrorCode))
+		}
+		fetchRaw(t, c, "sick", 0, 0)
+	}
+	errs := logs.lines("level=ERROR")
+	if len(errs) != 1 || !strings.Contains(errs[0], "sick-0") {
+		t.Fatalf("want one ERROR line naming sick-0 after 20 failed produces, got %d:\n%s", len(errs), strings.Join(errs, "\n"))
 	}
 }
