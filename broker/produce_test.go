@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -160,4 +162,33 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 	got := consumeN(t, b2, "keep", len(want)+1)
 	assertSameRecords(t, append(want, more...), got)
+}
+
+// TestMaxMessageBytesZero: Kafka accepts max.message.bytes=0 (at least 0)
+// and then rejects every batch as too large; so does Vigil. A negative
+// value is INVALID_CONFIG.
+func TestMaxMessageBytesZero(t *testing.T) {
+	b := startBroker(t, "")
+	adm := newAdmin(t, b)
+	zero, neg := "0", "-1"
+	createTopic(t, adm, "mmb0", 1, map[string]*string{"max.message.bytes": &zero})
+	c := dialRaw(t, b)
+	if p := produceRaw(t, c, "mmb0", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); p.ErrorCode != kerr.MessageTooLarge.Code {
+		t.Fatalf("produce with max.message.bytes=0: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(p.ErrorCode))
+	}
+	resp, err := adm.CreateTopics(testCtx(t), 1, 1, map[string]*string{"max.message.bytes": &neg}, "mmbneg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp["mmbneg"]; !errors.Is(r.Err, kerr.InvalidConfig) || !strings.Contains(r.ErrMessage, "max.message.bytes") {
+		t.Fatalf("max.message.bytes=-1: %v %q, want INVALID_CONFIG naming the config", r.Err, r.ErrMessage)
+	}
+	// Raised again, the topic takes batches.
+	big := "1000"
+	if _, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Name: "max.message.bytes", Value: &big}}, "mmb0"); err != nil {
+		t.Fatal(err)
+	}
+	if p := produceRaw(t, c, "mmb0", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); p.ErrorCode != 0 {
+		t.Fatalf("produce with max.message.bytes=1000: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
 }

@@ -75,7 +75,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"flush.messages", "log.flush.interval.messages", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "fsync after this many records (1: every write)", intRange(1, maxLong)},
 	{"flush.ms", "log.flush.interval.ms", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "fsync when unflushed data is this old", intRange(0, maxLong)},
 	{"index.interval.bytes", "log.index.interval.bytes", kmsg.ConfigTypeInt, "4096", "bytes between offset index entries", intRange(0, math.MaxInt32)},
-	{"max.message.bytes", "message.max.bytes", kmsg.ConfigTypeInt, "1048588", "largest record batch accepted", intRange(0, math.MaxInt32)},
+	{"max.message.bytes", "message.max.bytes", kmsg.ConfigTypeInt, "1048588", "largest record batch accepted (0: none, as in Kafka)", intRange(0, math.MaxInt32)},
 	{"message.timestamp.type", "log.message.timestamp.type", kmsg.ConfigTypeString, "CreateTime", "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock", oneOf("CreateTime", "LogAppendTime")},
 	{"min.insync.replicas", "min.insync.replicas", kmsg.ConfigTypeInt, "1", "replicas that must acknowledge an acks=all write", intRange(1, math.MaxInt32)},
 	{"retention.bytes", "log.retention.bytes", kmsg.ConfigTypeLong, "-1", "largest size of a partition before old segments are deleted (-1: no limit)", intRange(-1, maxLong)},
