@@ -425,6 +425,59 @@ func TestFetchLimits(t *testing.T) {
 	}
 }
 
+// TestFetchSessions: the broker keeps no fetch sessions. A full fetch
+// (epoch 0, or -1 closing the session it names) is served without creating
+// one (session id 0); an incremental fetch (any other epoch) gets
+// FETCH_SESSION_ID_NOT_FOUND, as from Kafka for a session it does not have.
+func TestFetchSessions(t *testing.T) {
+	b := startBroker(t, "")
+	createTopic(t, newAdmin(t, b), "sess", 1, nil)
+	c := dialRaw(t, b)
+	if r := produceRaw(t, c, "sess", 0, makeBatch(-1, -1, -1, 2, []byte("s"))); r.ErrorCode != 0 {
+		t.Fatal(kerr.ErrorForCode(r.ErrorCode))
+	}
+	for _, tc := range []struct {
+		name  string
+		id    int32
+		epoch int32
+		want  *kerr.Error // nil: served in full
+	}{
+		{"new session", 0, 0, nil},
+		{"close a session", 1234, -1, nil},
+		{"sessionless full fetch", 0, -1, nil},
+		{"full fetch naming a session", 1234, 0, nil},
+		{"incremental fetch", 1234, 5, kerr.FetchSessionIDNotFound},
+		{"incremental fetch without an id", 0, 5, kerr.FetchSessionIDNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := kmsg.NewPtrFetchRequest()
+			req.SetVersion(12)
+			req.MaxBytes, req.SessionID, req.SessionEpoch = 1<<20, tc.id, tc.epoch
+			ft := kmsg.NewFetchRequestTopic()
+			ft.Topic = "sess"
+			fp := kmsg.NewFetchRequestTopicPartition()
+			fp.PartitionMaxBytes = 1 << 20
+			ft.Partitions = append(ft.Partitions, fp)
+			req.Topics = append(req.Topics, ft)
+			resp := kmsg.NewPtrFetchResponse()
+			resp.SetVersion(req.Version)
+			c.roundTrip(req, resp)
+			if tc.want != nil {
+				if resp.ErrorCode != tc.want.Code || len(resp.Topics) != 0 {
+					t.Fatalf("error %v with %d topics, want %v", kerr.ErrorForCode(resp.ErrorCode), len(resp.Topics), tc.want)
+				}
+				return
+			}
+			if resp.ErrorCode != 0 || resp.SessionID != 0 {
+				t.Fatalf("error %v, session id %d; want a session-less full fetch", kerr.ErrorForCode(resp.ErrorCode), resp.SessionID)
+			}
+			if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 || countBatches(t, p.RecordBatches) != 1 {
+				t.Fatalf("partition error %v, %d bytes", kerr.ErrorForCode(p.ErrorCode), len(p.RecordBatches))
+			}
+		})
+	}
+}
+
 func countBatches(t *testing.T, data []byte) int {
 	n := 0
 	for len(data) > 0 {
