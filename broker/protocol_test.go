@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,20 @@ func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []
 	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
 	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
 	return out
+}
+
+// checkClientMessage fails the test if an error message sent with code
+// repeats the Kafka error's own name or description: the client has the
+// code, the message should add what the broker knows.
+func checkClientMessage(t *testing.T, code int16, msg *string) {
+	t.Helper()
+	ke, ok := kerr.ErrorForCode(code).(*kerr.Error)
+	if code == 0 || msg == nil || !ok {
+		return
+	}
+	if strings.Contains(*msg, ke.Message) || strings.Contains(*msg, ke.Description) {
+		t.Errorf("the message %q repeats the text of %s", *msg, ke.Message)
+	}
 }
 
 // rawConn is a hand-driven Kafka connection for protocol tests.
@@ -227,6 +242,7 @@ func TestBadInput(t *testing.T) {
 			if p.ErrorCode != tc.want.Code {
 				t.Fatalf("error %d (%v), want %v", p.ErrorCode, kerr.ErrorForCode(p.ErrorCode), tc.want)
 			}
+			checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 		})
 	}
 	// Nothing bad was written; a good batch lands at offset 0.
@@ -302,6 +318,10 @@ func TestIdempotentProducer(t *testing.T) {
 	// A gap in sequence numbers is out of order.
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 0, 20, 1, []byte("c"))); p.ErrorCode != kerr.OutOfOrderSequenceNumber.Code {
 		t.Fatalf("gap: error %d", p.ErrorCode)
+	} else if p.ErrorMessage == nil || !strings.Contains(*p.ErrorMessage, "sequence") {
+		t.Fatalf("gap: message %v does not explain the sequence problem", p.ErrorMessage)
+	} else {
+		checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 	}
 	// An older epoch is fenced once a newer one wrote.
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 1, 0, 1, []byte("d"))); p.ErrorCode != 0 {
@@ -309,6 +329,8 @@ func TestIdempotentProducer(t *testing.T) {
 	}
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 0, 10, 1, []byte("e"))); p.ErrorCode != kerr.InvalidProducerEpoch.Code {
 		t.Fatalf("old epoch: error %d", p.ErrorCode)
+	} else {
+		checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 	}
 	c.nc.Close()
 	b.Close()

@@ -224,9 +224,11 @@ func TestOfflinePartitionLoggedOnce(t *testing.T) {
 	c := dialRaw(t, b)
 	fsys.armed.Store(true)
 	for i := 0; i < 20; i++ {
-		if r := produceRaw(t, c, "sick", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); r.ErrorCode != kerr.KafkaStorageError.Code {
+		r := produceRaw(t, c, "sick", 0, makeBatch(-1, -1, -1, 1, []byte("x")))
+		if r.ErrorCode != kerr.KafkaStorageError.Code {
 			t.Fatalf("produce %d: %v, want KAFKA_STORAGE_ERROR", i, kerr.ErrorForCode(r.ErrorCode))
 		}
+		checkClientMessage(t, r.ErrorCode, r.ErrorMessage)
 		fetchRaw(t, c, "sick", 0, 0)
 	}
 	errs := logs.lines("level=ERROR")
