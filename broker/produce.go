@@ -84,7 +84,7 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 		}
 	}
 	if len(rp.Records) == 0 {
-		return kerr.CorruptMessage.Code, "empty records"
+		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition" // as Kafka
 	}
 	info, err := p.log.Append(rp.Records, p.epoch)
 	if err != nil {

@@ -150,6 +150,7 @@ func produceRaw(t *testing.T, c *rawConn, topic string, partition int32, records
 func TestBadInput(t *testing.T) {
 	b := startBroker(t, "", func(c *Config) { c.SocketRequestMaxBytes = 64 << 10 })
 	createTopic(t, newAdmin(t, b), "bad", 1, map[string]*string{"max.message.bytes": kmsg.StringPtr("2000")})
+	createTopic(t, newAdmin(t, b), "tiny", 1, map[string]*string{"segment.bytes": kmsg.StringPtr("1000")})
 
 	t.Run("oversized frame closes the connection", func(t *testing.T) {
 		c := dialRaw(t, b)
@@ -217,8 +218,21 @@ func TestBadInput(t *testing.T) {
 	badMagic := append([]byte(nil), good...)
 	badMagic[16] = 1
 	truncated := good[:len(good)-3]
-	badCount := append([]byte(nil), good...)
-	binary.BigEndian.PutUint32(badCount[57:], 7) // record count disagrees with lastOffsetDelta
+	// Header changes with the CRC recomputed, so that the check under test
+	// is the one that fails.
+	edited := func(edit func(b []byte)) []byte {
+		b := append([]byte(nil), good...)
+		edit(b)
+		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+		return b
+	}
+	badCount := edited(func(b []byte) { binary.BigEndian.PutUint32(b[57:], 7) }) // lastOffsetDelta says 3
+	noRecords := edited(func(b []byte) {
+		binary.BigEndian.PutUint32(b[23:], 0xffffffff) // lastOffsetDelta -1
+		binary.BigEndian.PutUint32(b[57:], 0)
+	})
+	control := edited(func(b []byte) { b[22] |= 0x20 })
+	txnNoPID := edited(func(b []byte) { b[22] |= 0x10 })
 	large := makeBatch(-1, -1, -1, 1, make([]byte, 3000))
 	cases := []struct {
 		name  string
@@ -230,11 +244,17 @@ func TestBadInput(t *testing.T) {
 		{"corrupt crc", "bad", 0, corrupt, kerr.CorruptMessage},
 		{"old magic", "bad", 0, badMagic, kerr.InvalidRecord}, // as Kafka: produce v3+ needs magic 2
 		{"truncated batch", "bad", 0, truncated, kerr.CorruptMessage},
-		{"record count mismatch", "bad", 0, badCount, kerr.CorruptMessage},
+		// Kafka's LogValidator: InvalidRecordException.
+		{"record count mismatch", "bad", 0, badCount, kerr.InvalidRecord},
+		{"zero records", "bad", 0, noRecords, kerr.InvalidRecord},
+		{"control batch", "bad", 0, control, kerr.InvalidRecord},
+		{"transactional batch without a producer id", "bad", 0, txnNoPID, kerr.InvalidRecord},
 		{"batch over max.message.bytes", "bad", 0, large, kerr.MessageTooLarge},
+		{"records over segment.bytes", "tiny", 0, large, kerr.RecordListTooLarge},
 		{"unknown partition", "bad", 5, good, kerr.UnknownTopicOrPartition},
 		{"unknown topic", "nosuch", 0, good, kerr.UnknownTopicOrPartition},
-		{"empty records", "bad", 0, nil, kerr.CorruptMessage},
+		// Kafka's ProduceRequest.validateRecords: at least one batch.
+		{"empty records", "bad", 0, nil, kerr.InvalidRecord},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,6 +265,16 @@ func TestBadInput(t *testing.T) {
 			checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 		})
 	}
+	t.Run("transactional produce", func(t *testing.T) {
+		req := produceReq("bad", 0, good)
+		req.TransactionID = kmsg.StringPtr("txn")
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.SetVersion(req.Version)
+		c.roundTrip(req, resp)
+		if p := resp.Topics[0].Partitions[0]; p.ErrorCode != kerr.InvalidRequest.Code {
+			t.Fatalf("error %v, want INVALID_REQUEST", kerr.ErrorForCode(p.ErrorCode))
+		}
+	})
 	// Nothing bad was written; a good batch lands at offset 0.
 	if p := produceRaw(t, c, "bad", 0, good); p.ErrorCode != 0 || p.BaseOffset != 0 {
 		t.Fatalf("good batch after bad ones: error %d offset %d", p.ErrorCode, p.BaseOffset)
