@@ -211,14 +211,17 @@ func (b *Broker) maintainLoop() {
 // HTTPHandler serves the broker's health endpoints:
 //
 //	/healthz  200 while the process is up and serving (liveness)
-//	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace)
 //	/readyz   200 once the listener accepts and every partition log is
 //	          online; 503 with the offline partitions otherwise (readiness)
+//	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace), only when
+//	          Config.Pprof is set: they are not authenticated
 func (b *Broker) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if b.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

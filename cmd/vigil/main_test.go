@@ -270,7 +270,7 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
 	kport, hport := freePort(t), freePort(t)
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
-	for _, path := range []string{"/healthz", "/readyz", "/"} {
+	for _, path := range []string{"/healthz", "/readyz", "/", "/debug/pprof/"} {
 		resp, err := http.Get("http://" + p.http + path)
 		if err != nil {
 			t.Fatal(err)
