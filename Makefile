@@ -29,9 +29,10 @@ bench:
 # Short fuzzing of every decoder; the seed corpora also run in `make test`.
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzAppend -fuzztime $(FUZZTIME) ./broker/log/
-	$(GO) test -run '^$$' -fuzz FuzzRecover -fuzztime $(FUZZTIME) ./broker/log/
-	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $(FUZZTIME) ./broker/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecoverMetadata$$' -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./broker/
 
 tidy:
 	$(GO) mod tidy
