@@ -114,7 +114,15 @@ func (b *Broker) ClusterID() string { return b.meta.clusterID }
 
 // Serve accepts Kafka connections until Close. It returns nil after Close.
 func (b *Broker) Serve() error {
+	// Under connsMu, which Close takes after cancelling ctx: either Close
+	// waits for this goroutine, or Serve sees ctx ended and starts nothing.
+	b.connsMu.Lock()
+	if b.ctx.Err() != nil {
+		b.connsMu.Unlock()
+		return nil
+	}
 	b.bgWG.Add(1)
+	b.connsMu.Unlock()
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
 	b.groups.start()
 	if b.cleaner != nil {
@@ -225,7 +233,6 @@ func (b *Broker) maintainLoop() {
 	}
 }
 
-// HTTPHandler serves the broker's health endpoints and metrics:
 // maxCleaningsInARow bounds the cleanings a cleaner thread runs back to
 // back before it pauses for log-cleaner-backoff, so that a partition that
 // keeps asking for cleaning cannot keep a thread busy forever.
@@ -277,18 +284,21 @@ func (b *Broker) cleanNow(ctx context.Context) error {
 	return nil
 }
 
-// HTTPHandler serves the broker's health endpoints:
+// HTTPHandler serves the broker's health endpoints and metrics:
 //
 //	/metrics  Prometheus metrics (see docs/metrics.md)
 //	/healthz  200 while the process is up and serving (liveness)
-//	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace)
 //	/readyz   200 once the listener accepts and every partition log is
 //	          online; 503 with the offline partitions otherwise (readiness)
+//	/debug/pprof/  Go profiles (CPU, heap, goroutines, trace), only when
+//	          Config.Pprof is set: they are not authenticated
 func (b *Broker) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if b.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 // Config is a broker's static configuration. Every field can be set in the
 // YAML file given to `vigil broker --config FILE` (the key is the yaml tag)
 // and by the command-line flag of the same name; flags win over the file.
+// (topic-defaults, a map in the file, is a repeatable name=value flag.)
 type Config struct {
 	// NodeID is this broker's id in the cluster.
 	NodeID int32 `yaml:"node-id"`
@@ -30,9 +32,19 @@ type Config struct {
 	// Advertise is the host:port clients are told to connect to; empty
 	// means Listen (with the port actually bound when Listen's port is 0).
 	Advertise string `yaml:"advertise"`
-	// HTTPListen is the host:port of the broker's HTTP endpoint (health,
-	// readiness, metrics); empty disables it.
+	// HTTPListen is the host:port of the broker's HTTP endpoint (/healthz
+	// and /readyz today; metrics and APIs arrive with later issues); empty
+	// disables it.
 	HTTPListen string `yaml:"http-listen"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the HTTP endpoint.
+	// Off by default: they are unauthenticated and can reveal memory
+	// contents, so enable them only where the endpoint is not reachable
+	// by untrusted clients.
+	Pprof bool `yaml:"pprof"`
+	// LogLevel is the level of the process log: debug, info (also when
+	// empty), warn or error. The broker package does not read it; the
+	// vigil command builds its logger from it.
+	LogLevel string `yaml:"log-level"`
 	// Rack is reported in Metadata; Cell is the blast-radius cell.
 	Rack string `yaml:"rack"`
 	Cell string `yaml:"cell"`
@@ -102,6 +114,7 @@ func DefaultConfig() Config {
 		NodeID:                 0,
 		Listen:                 "127.0.0.1:9092",
 		HTTPListen:             "",
+		LogLevel:               "info",
 		Cell:                   "a",
 		DataDir:                "vigil-data",
 		SocketRequestMaxBytes:  100 << 20,
@@ -169,7 +182,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "cluster id (generated and kept in the data dir when empty)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "Kafka listener host:port")
 	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "host:port advertised to clients (default: the listener's)")
-	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "HTTP host:port for /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "HTTP host:port for /healthz and /readyz (empty: off)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof/ on http-listen (unauthenticated: only where untrusted clients cannot reach it)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.Rack, "rack", c.Rack, "rack of this broker")
 	fs.StringVar(&c.Cell, "cell", c.Cell, "cell of this broker")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for partition logs and broker state")
@@ -202,7 +217,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.LogCleanerIOMaxBytesPerSecond, "log-cleaner-io-max-bytes-per-second", c.LogCleanerIOMaxBytesPerSecond, "limit on the log cleaner's disk reads and writes, bytes per second (0: unlimited)")
 	fs.Int64Var(&c.LogCleanerDedupeBufferSize, "log-cleaner-dedupe-buffer-size", c.LogCleanerDedupeBufferSize, "memory for the log cleaner's key maps, in bytes, shared by its threads")
 	fs.DurationVar(&c.LogCleanerBackoff, "log-cleaner-backoff", c.LogCleanerBackoff, "how long the log cleaner waits when no partition needs cleaning")
-	fs.Func("topic-default", "topic config default as name=value (repeatable), e.g. flush.messages=1", func(s string) error {
+	topicDefault := func(s string) error {
 		for i := 0; i < len(s); i++ {
 			if s[i] == '=' {
 				if c.TopicDefaults == nil {
@@ -213,13 +228,19 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			}
 		}
 		return fmt.Errorf("want name=value, got %q", s)
-	})
+	}
+	fs.Func("topic-defaults", "topic config default as name=value (repeatable), e.g. flush.messages=1", topicDefault)
+	fs.Func("topic-default", "same as --topic-defaults", topicDefault)
 }
 
 // Validate checks the configuration and returns an error saying what to fix.
 func (c *Config) Validate() error {
 	if c.NodeID < 0 {
 		return fmt.Errorf("node-id must be >= 0, got %d", c.NodeID)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil && c.LogLevel != "" {
+		return fmt.Errorf("log-level must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen must be host:port: %v", err)

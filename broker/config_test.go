@@ -2,8 +2,11 @@ package broker
 
 import (
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +14,7 @@ import (
 
 func TestConfigFileAndFlags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "broker.yaml")
-	yaml := "node-id: 3\nlisten: 127.0.0.1:9999\ndata-dir: /var/lib/vigil\nrack: r2\nretention-check-interval: 1m\ntopic-defaults:\n  retention.ms: \"1000\"\n"
+	yaml := "node-id: 3\nlisten: 127.0.0.1:9999\ndata-dir: /var/lib/vigil\nrack: r2\nretention-check-interval: 1m\nlog-level: debug\npprof: true\ntopic-defaults:\n  retention.ms: \"1000\"\n"
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -21,12 +24,13 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--rack", "r9", "--topic-default", "flush.messages=1",
+	if err := fs.Parse([]string{"--rack", "r9", "--topic-defaults", "flush.messages=1", "--topic-default", "segment.ms=60000", "--log-level", "warn",
 		"--log-cleaner-threads", "2", "--log-cleaner-io-max-bytes-per-second", "1e6", "--log-cleaner-backoff", "3s"}); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NodeID != 3 || cfg.Listen != "127.0.0.1:9999" || cfg.Rack != "r9" || cfg.RetentionCheckInterval != time.Minute ||
 		cfg.TopicDefaults["retention.ms"] != "1000" || cfg.TopicDefaults["flush.messages"] != "1" ||
+		cfg.TopicDefaults["segment.ms"] != "60000" || cfg.LogLevel != "warn" || !cfg.Pprof ||
 		cfg.LogCleanerThreads != 2 || cfg.LogCleanerIOMaxBytesPerSecond != 1e6 || cfg.LogCleanerBackoff != 3*time.Second ||
 		cfg.LogCleanerDedupeBufferSize != 128<<20 {
 		t.Fatalf("config: %+v", cfg)
@@ -65,11 +69,43 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) {
 			c.TopicDefaults = map[string]string{"min.compaction.lag.ms": "10", "max.compaction.lag.ms": "5"}
 		}, "min.compaction.lag.ms"},
+		{func(c *Config) { c.LogLevel = "loud" }, "log-level"},
 	} {
 		cfg := DefaultConfig()
 		c.mutate(&cfg)
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want an error about %s, got %v", c.want, err)
+		}
+	}
+}
+
+// TestFlagsMatchYAMLKeys: every setting of the YAML file has a flag of the
+// same name, as the README promises.
+func TestFlagsMatchYAMLKeys(t *testing.T) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	typ := reflect.TypeOf(cfg)
+	for i := 0; i < typ.NumField(); i++ {
+		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		if fs.Lookup(key) == nil {
+			t.Errorf("YAML key %q has no flag of the same name", key)
+		}
+	}
+}
+
+// TestPprofOnlyWhenEnabled: Go's profiles are unauthenticated, so the
+// broker serves them only when asked to.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		b := startBroker(t, "", func(c *Config) { c.Pprof = on })
+		rec := httptest.NewRecorder()
+		b.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; rec.Code != want {
+			t.Errorf("pprof %v: /debug/pprof/ answered %d, want %d", on, rec.Code, want)
 		}
 	}
 }

@@ -8,11 +8,13 @@ import (
 )
 
 // Fetch sessions (KIP-227): this broker does not keep session state. A
-// client asking for a new session (id 0, epoch 0) is answered with session
-// id 0, which tells it no session was created, so it keeps sending full
-// fetch requests — the same answer Kafka gives when its session cache is
-// full, and one every client handles. A request naming a session id gets
-// FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to a full fetch.
+// full fetch (epoch 0, or -1 to close the session it names) is served with
+// session id 0, which tells the client no session was created, so it keeps
+// sending full fetch requests — the same answer Kafka gives when its session
+// cache is full, and one every client handles. An incremental fetch (any
+// other epoch) names a session the broker does not have and gets
+// FETCH_SESSION_ID_NOT_FOUND, as from Kafka, after which clients fall back
+// to a full fetch.
 
 // noRecords is the record set of a partition with nothing to return.
 var noRecords = []byte{}
@@ -32,15 +34,10 @@ type fetchPart struct {
 // partition with data always returns at least one whole batch (KIP-74).
 func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func(), error) {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
-	if r.Version >= 7 {
-		switch {
-		case r.SessionID != 0:
-			resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
-			return resp, nil, nil
-		case r.SessionEpoch != 0 && r.SessionEpoch != -1:
-			resp.ErrorCode = kerr.InvalidFetchSessionEpoch.Code
-			return resp, nil, nil
-		}
+	if r.Version >= 7 && r.SessionEpoch != 0 && r.SessionEpoch != -1 {
+		// Incremental: it names a session this broker never created.
+		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+		return resp, nil, nil
 	}
 
 	var parts []fetchPart

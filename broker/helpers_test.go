@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +27,12 @@ func testLogger() *slog.Logger {
 // (a new temp dir when empty) and stops it when the test ends.
 func startBroker(t testing.TB, dir string, mutate ...func(*Config)) *Broker {
 	t.Helper()
+	return startBrokerLogger(t, dir, testLogger(), mutate...)
+}
+
+// startBrokerLogger is startBroker with the broker's logs going to logger.
+func startBrokerLogger(t testing.TB, dir string, logger *slog.Logger, mutate ...func(*Config)) *Broker {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -33,7 +42,7 @@ func startBroker(t testing.TB, dir string, mutate ...func(*Config)) *Broker {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	b, err := New(cfg, testLogger())
+	b, err := New(cfg, logger)
 	if err != nil {
 		t.Fatalf("starting broker: %v", err)
 	}
@@ -46,6 +55,45 @@ func startBroker(t testing.TB, dir string, mutate ...func(*Config)) *Broker {
 		}
 	})
 	return b
+}
+
+// logBuffer collects a broker's log lines (text format) for tests that
+// check what is logged.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// logger returns a logger writing to l (and to stderr with VIGIL_TEST_LOG).
+func (l *logBuffer) logger() *slog.Logger {
+	var w io.Writer = l
+	if os.Getenv("VIGIL_TEST_LOG") != "" {
+		w = io.MultiWriter(l, os.Stderr)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lines returns the logged lines that contain every one of words.
+func (l *logBuffer) lines(words ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		for _, w := range words {
+			if !strings.Contains(line, w) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 // newClient returns a franz-go client for b, closed when the test ends.

@@ -32,6 +32,26 @@ const metaFile = "vigil-meta.json"
 // never mistaken for a new topic of the same name.
 const partitionMetaFile = "partition.metadata"
 
+// deleteDirSuffix ends the name of a partition directory being removed.
+// deleteTopic renames a deleted topic's partition directories to
+// deleteDirName under the metadata lock, so that the name is free for a new
+// topic at once while nothing can touch the new topic's directories, and
+// removes the renamed directories afterwards (as Kafka does). A start
+// removes any that a crash left behind.
+const deleteDirSuffix = "-delete"
+
+// deleteDirName is the name a partition directory of the topic with id is
+// renamed to while it is removed: <name>-<index>.<topic id>-delete, with the
+// topic name shortened so the whole fits in a 255-byte file name. The topic
+// id makes it unique.
+func deleteDirName(name string, index int32, id [16]byte) string {
+	suffix := "-" + strconv.Itoa(int(index)) + "." + hex.EncodeToString(id[:]) + deleteDirSuffix
+	if limit := 255 - len(suffix); len(name) > limit {
+		name = name[:limit]
+	}
+	return name + suffix
+}
+
 // producerIDBlock is how many producer ids are reserved per metadata write.
 const producerIDBlock = 1000
 
@@ -84,6 +104,17 @@ type metaStore struct {
 	mu          sync.Mutex // serializes changes and the file
 	pidNext     int64
 	pidBlockEnd int64
+
+	removing sync.WaitGroup // removals of renamed partition directories
+}
+
+// fs is the file system partition directories are renamed and removed
+// through (Config.FS, so tests can inject faults).
+func (m *metaStore) fs() vlog.FS {
+	if m.cfg.FS != nil {
+		return m.cfg.FS
+	}
+	return vlog.OSFS()
 }
 
 func openMetaStore(cfg Config, logger *slog.Logger) (*metaStore, error) {
@@ -126,8 +157,11 @@ func openMetaStore(cfg Config, logger *slog.Logger) (*metaStore, error) {
 		for i := int32(0); i < mt.Partitions; i++ {
 			p, err := m.openPartition(t, i)
 			if err != nil {
-				m.closeSet(set)
-				return nil, err
+				// A disk error takes only this partition offline, as Kafka
+				// takes only the failed log dir offline: the broker serves
+				// the others and reports this one (KAFKA_STORAGE_ERROR,
+				// Metadata, /readyz) until a restart after the repair.
+				p = m.offlinePartition(t, i, err)
 			}
 			t.partitions = append(t.partitions, p)
 		}
@@ -161,6 +195,10 @@ func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
 	dir := m.partitionDir(t.name, index)
 	want := hex.EncodeToString(t.id[:])
 	if data, err := os.ReadFile(filepath.Join(dir, partitionMetaFile)); err == nil {
+		// Not open: deleteTopic closes a deleted topic's logs under the
+		// metadata lock before the name can be reused, and moves their
+		// directories aside; one is left here only by a crash or a failed
+		// rename.
 		if got := parseTopicIDLine(data); got != want {
 			m.logger.Warn("partition directory belongs to a deleted topic of the same name; removing it",
 				"dir", dir, "dir_topic_id", got, "topic_id", want)
@@ -185,6 +223,17 @@ func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
 	return &partition{topic: t.name, topicID: t.id, index: index, log: l}, nil
 }
 
+// offlinePartition returns partition index of t as offline after err kept
+// it from being opened, and logs that once.
+func (m *metaStore) offlinePartition(t *topic, index int32, err error) *partition {
+	dir := m.partitionDir(t.name, index)
+	logger := m.logger.With("topic", t.name, "partition", index)
+	logger.Error("partition is offline: its log could not be opened; the broker serves its other partitions, restart it after repairing the disk",
+		"dir", dir, "err", err)
+	l := vlog.OpenOffline(dir, topicLogConfig(t.configs, m.cfg.TopicDefaults), vlog.Options{FS: m.cfg.FS, Logger: logger}, err)
+	return &partition{topic: t.name, topicID: t.id, index: index, log: l}
+}
+
 func parseTopicIDLine(data []byte) string {
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "topic_id: "); ok {
@@ -194,8 +243,9 @@ func parseTopicIDLine(data []byte) string {
 	return ""
 }
 
-// removeStrays deletes partition directories whose topic id is not a
-// current topic's: a topic deleted while the broker crashed mid-way.
+// removeStrays deletes partition directories of deleted topics that a
+// crash left behind: those renamed for removal (deleteDirSuffix) and those
+// whose topic id is not a current topic's.
 func (m *metaStore) removeStrays(set *topicSet) {
 	entries, err := os.ReadDir(m.cfg.DataDir)
 	if err != nil {
@@ -206,6 +256,13 @@ func (m *metaStore) removeStrays(set *topicSet) {
 			continue
 		}
 		dir := filepath.Join(m.cfg.DataDir, e.Name())
+		if strings.HasSuffix(e.Name(), deleteDirSuffix) {
+			m.logger.Info("removing partition directory of a deleted topic", "dir", dir)
+			if err := m.fs().RemoveAll(dir); err != nil {
+				m.logger.Warn("removing stray partition directory failed", "dir", dir, "err", err)
+			}
+			continue
+		}
 		data, err := os.ReadFile(filepath.Join(dir, partitionMetaFile))
 		if err != nil {
 			continue
@@ -351,7 +408,11 @@ func (m *metaStore) checkNewNameLocked(name string) error {
 }
 
 // deleteTopic removes a topic: first from the metadata (so a crash leaves
-// only a stray directory, removed at the next start), then its logs.
+// only a stray directory, removed at the next start), then, still under the
+// metadata lock, it closes each partition's log and renames its directory
+// to deleteDirName, so a topic of the same name created right after gets
+// fresh directories that nothing of the old topic touches. The renamed
+// directories are removed in the background.
 func (m *metaStore) deleteTopic(t *topic) error {
 	m.mu.Lock()
 	cur := m.topics.Load().byName[t.name]
@@ -365,15 +426,32 @@ func (m *metaStore) deleteTopic(t *topic) error {
 		m.mu.Unlock()
 		return err
 	}
-	m.mu.Unlock()
+	var renamed []string
 	for _, p := range cur.partitions {
 		p.deleted.Store(true)
 		p.notify()
-		if err := p.log.Delete(); err != nil {
-			m.logger.Warn("removing partition log of deleted topic failed; it is removed at the next start", "partition", p.String(), "err", err)
+		_ = p.log.Close() // the data is going: a failed flush does not matter
+		dir := m.partitionDir(cur.name, p.index)
+		to := filepath.Join(m.cfg.DataDir, deleteDirName(cur.name, p.index, cur.id))
+		if err := m.fs().Rename(dir, to); err != nil {
+			// The closed directory stays under its name: a new topic's
+			// openPartition or the next start removes it.
+			m.logger.Warn("moving the partition directory of a deleted topic aside failed", "partition", p.String(), "dir", dir, "err", err)
+			continue
 		}
+		renamed = append(renamed, to)
 	}
-	m.logger.Info("deleted topic", "topic", t.name)
+	m.removing.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.removing.Done()
+		for _, dir := range renamed {
+			if err := m.fs().RemoveAll(dir); err != nil {
+				m.logger.Warn("removing partition directory of deleted topic failed; it is removed at the next start", "dir", dir, "err", err)
+			}
+		}
+	}()
+	m.logger.Info("deleted topic", "topic", t.name, "topic_id", hex.EncodeToString(cur.id[:]))
 	return nil
 }
 
@@ -520,8 +598,10 @@ func (m *metaStore) offlinePartitions() []string {
 	return out
 }
 
-// close flushes and closes every log.
+// close waits for the removals of deleted topics' directories, then
+// flushes and closes every log.
 func (m *metaStore) close() error {
+	m.removing.Wait()
 	var errs []error
 	for _, p := range m.allPartitions() {
 		if err := p.log.Close(); err != nil {

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -74,8 +75,20 @@ func (p *partition) errorCode(err error) (int16, string) {
 	}
 	var ke *kerr.Error
 	if errors.As(err, &ke) {
-		return ke.Code, err.Error()
+		return ke.Code, clientMessage(err, ke)
 	}
 	// Anything the log engine did not classify is an I/O problem.
 	return kerr.KafkaStorageError.Code, err.Error()
+}
+
+// clientMessage is err's text for a client that also gets ke's error code:
+// without ke's own "NAME: description" text, which the log engine's errors
+// carry (they wrap ke) and which the client already knows from the code.
+func clientMessage(err error, ke *kerr.Error) string {
+	msg := err.Error()
+	kt := ke.Error()
+	msg = strings.ReplaceAll(msg, " ("+kt+")", "")
+	msg = strings.ReplaceAll(msg, ": "+kt, "")
+	msg = strings.ReplaceAll(msg, kt, ke.Message)
+	return strings.TrimSuffix(msg, ": "+ke.Message)
 }

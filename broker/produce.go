@@ -89,7 +89,7 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 		}
 	}
 	if len(rp.Records) == 0 {
-		return kerr.CorruptMessage.Code, "empty records"
+		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition" // as Kafka
 	}
 	info, err := p.log.Append(rp.Records, p.epoch)
 	if err != nil {
@@ -103,11 +103,7 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 				sp.ErrorRecords = append(sp.ErrorRecords, er)
 			}
 		}
-		code, msg := p.errorCode(err)
-		if code == kerr.KafkaStorageError.Code {
-			b.logger.Error("append failed; partition is offline", "partition", p.String(), "err", err)
-		}
-		return code, msg
+		return p.errorCode(err) // the log itself logs going offline, once
 	}
 	sp.BaseOffset = info.BaseOffset
 	sp.LogAppendTime = info.LogAppendTime

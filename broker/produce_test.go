@@ -2,13 +2,20 @@ package broker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestProduceConsumeCodecs round-trips keyed records with headers through
@@ -110,6 +117,66 @@ func TestLogAppendTime(t *testing.T) {
 	if got[0].Attrs.TimestampType() != 1 {
 		t.Fatalf("timestamp type %d, want 1 (LogAppendTime)", got[0].Attrs.TimestampType())
 	}
+	// The produce response's LogAppendTime (franz-go does not surface it, so
+	// on the wire) is the timestamp stored in the batch, and -1 for a
+	// CreateTime topic.
+	c := dialRaw(t, b)
+	batch := makeBatch(-1, -1, -1, 1, []byte("raw"))
+	binary.BigEndian.PutUint64(batch[27:], uint64(old.Timestamp.UnixMilli())) // firstTimestamp
+	binary.BigEndian.PutUint64(batch[35:], uint64(old.Timestamp.UnixMilli())) // maxTimestamp
+	binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], crc32.MakeTable(crc32.Castagnoli)))
+	p := produceRaw(t, c, "lat", 0, batch)
+	if p.ErrorCode != 0 || p.BaseOffset != 1 {
+		t.Fatalf("raw produce: %v at offset %d", kerr.ErrorForCode(p.ErrorCode), p.BaseOffset)
+	}
+	if time.UnixMilli(p.LogAppendTime).Year() < 2020 {
+		t.Fatalf("produce response LogAppendTime %d, want the broker's clock", p.LogAppendTime)
+	}
+	f := fetchRaw(t, c, "lat", 0, 1)
+	var stored []int64
+	if err := forEachRecord(f.RecordBatches, func(ts int64) { stored = append(stored, ts) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 1 || stored[0] != p.LogAppendTime {
+		t.Fatalf("stored timestamps %v, the response said LogAppendTime %d", stored, p.LogAppendTime)
+	}
+	createTopic(t, newAdmin(t, b), "ct", 1, nil)
+	if p := produceRaw(t, c, "ct", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); p.ErrorCode != 0 || p.LogAppendTime != -1 {
+		t.Fatalf("CreateTime topic: %v, LogAppendTime %d, want -1", kerr.ErrorForCode(p.ErrorCode), p.LogAppendTime)
+	}
+}
+
+// forEachRecord calls fn with the timestamp of every record of the
+// uncompressed v2 batches in data.
+func forEachRecord(data []byte, fn func(ts int64)) error {
+	for len(data) > 0 {
+		var rb kmsg.RecordBatch
+		if err := rb.ReadFrom(data); err != nil {
+			return err
+		}
+		if rb.Attributes&0x07 != 0 {
+			return errors.New("compressed batch")
+		}
+		recs := rb.Records
+		for i := int32(0); i < rb.NumRecords; i++ {
+			length, n := kbin.Varint(recs)
+			if n == 0 || int(length) > len(recs)-n {
+				return errors.New("bad record length")
+			}
+			var r kmsg.Record
+			if err := r.ReadFrom(recs[:n+int(length)]); err != nil {
+				return err
+			}
+			if rb.Attributes&0x08 != 0 { // LogAppendTime: every record has maxTimestamp
+				fn(rb.MaxTimestamp)
+			} else {
+				fn(rb.FirstTimestamp + r.TimestampDelta64)
+			}
+			recs = recs[n+int(length):]
+		}
+		data = data[12+int(rb.Length):]
+	}
+	return nil
 }
 
 // TestMinInsyncReplicas: acks=all on a topic that wants two in-sync
@@ -160,4 +227,33 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 	got := consumeN(t, b2, "keep", len(want)+1)
 	assertSameRecords(t, append(want, more...), got)
+}
+
+// TestMaxMessageBytesZero: Kafka accepts max.message.bytes=0 (at least 0)
+// and then rejects every batch as too large; so does Vigil. A negative
+// value is INVALID_CONFIG.
+func TestMaxMessageBytesZero(t *testing.T) {
+	b := startBroker(t, "")
+	adm := newAdmin(t, b)
+	zero, neg := "0", "-1"
+	createTopic(t, adm, "mmb0", 1, map[string]*string{"max.message.bytes": &zero})
+	c := dialRaw(t, b)
+	if p := produceRaw(t, c, "mmb0", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); p.ErrorCode != kerr.MessageTooLarge.Code {
+		t.Fatalf("produce with max.message.bytes=0: %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(p.ErrorCode))
+	}
+	resp, err := adm.CreateTopics(testCtx(t), 1, 1, map[string]*string{"max.message.bytes": &neg}, "mmbneg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp["mmbneg"]; !errors.Is(r.Err, kerr.InvalidConfig) || !strings.Contains(r.ErrMessage, "max.message.bytes") {
+		t.Fatalf("max.message.bytes=-1: %v %q, want INVALID_CONFIG naming the config", r.Err, r.ErrMessage)
+	}
+	// Raised again, the topic takes batches.
+	big := "1000"
+	if _, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Name: "max.message.bytes", Value: &big}}, "mmb0"); err != nil {
+		t.Fatal(err)
+	}
+	if p := produceRaw(t, c, "mmb0", 0, makeBatch(-1, -1, -1, 1, []byte("x"))); p.ErrorCode != 0 {
+		t.Fatalf("produce with max.message.bytes=1000: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,20 @@ func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []
 	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
 	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
 	return out
+}
+
+// checkClientMessage fails the test if an error message sent with code
+// repeats the Kafka error's own name or description: the client has the
+// code, the message should add what the broker knows.
+func checkClientMessage(t *testing.T, code int16, msg *string) {
+	t.Helper()
+	ke, ok := kerr.ErrorForCode(code).(*kerr.Error)
+	if code == 0 || msg == nil || !ok {
+		return
+	}
+	if strings.Contains(*msg, ke.Message) || strings.Contains(*msg, ke.Description) {
+		t.Errorf("the message %q repeats the text of %s", *msg, ke.Message)
+	}
 }
 
 // rawConn is a hand-driven Kafka connection for protocol tests.
@@ -135,6 +150,7 @@ func produceRaw(t *testing.T, c *rawConn, topic string, partition int32, records
 func TestBadInput(t *testing.T) {
 	b := startBroker(t, "", func(c *Config) { c.SocketRequestMaxBytes = 64 << 10 })
 	createTopic(t, newAdmin(t, b), "bad", 1, map[string]*string{"max.message.bytes": kmsg.StringPtr("2000")})
+	createTopic(t, newAdmin(t, b), "tiny", 1, map[string]*string{"segment.bytes": kmsg.StringPtr("1000")})
 
 	t.Run("oversized frame closes the connection", func(t *testing.T) {
 		c := dialRaw(t, b)
@@ -202,8 +218,21 @@ func TestBadInput(t *testing.T) {
 	badMagic := append([]byte(nil), good...)
 	badMagic[16] = 1
 	truncated := good[:len(good)-3]
-	badCount := append([]byte(nil), good...)
-	binary.BigEndian.PutUint32(badCount[57:], 7) // record count disagrees with lastOffsetDelta
+	// Header changes with the CRC recomputed, so that the check under test
+	// is the one that fails.
+	edited := func(edit func(b []byte)) []byte {
+		b := append([]byte(nil), good...)
+		edit(b)
+		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+		return b
+	}
+	badCount := edited(func(b []byte) { binary.BigEndian.PutUint32(b[57:], 7) }) // lastOffsetDelta says 3
+	noRecords := edited(func(b []byte) {
+		binary.BigEndian.PutUint32(b[23:], 0xffffffff) // lastOffsetDelta -1
+		binary.BigEndian.PutUint32(b[57:], 0)
+	})
+	control := edited(func(b []byte) { b[22] |= 0x20 })
+	txnNoPID := edited(func(b []byte) { b[22] |= 0x10 })
 	large := makeBatch(-1, -1, -1, 1, make([]byte, 3000))
 	cases := []struct {
 		name  string
@@ -215,11 +244,17 @@ func TestBadInput(t *testing.T) {
 		{"corrupt crc", "bad", 0, corrupt, kerr.CorruptMessage},
 		{"old magic", "bad", 0, badMagic, kerr.InvalidRecord}, // as Kafka: produce v3+ needs magic 2
 		{"truncated batch", "bad", 0, truncated, kerr.CorruptMessage},
-		{"record count mismatch", "bad", 0, badCount, kerr.CorruptMessage},
+		// Kafka's LogValidator: InvalidRecordException.
+		{"record count mismatch", "bad", 0, badCount, kerr.InvalidRecord},
+		{"zero records", "bad", 0, noRecords, kerr.InvalidRecord},
+		{"control batch", "bad", 0, control, kerr.InvalidRecord},
+		{"transactional batch without a producer id", "bad", 0, txnNoPID, kerr.InvalidRecord},
 		{"batch over max.message.bytes", "bad", 0, large, kerr.MessageTooLarge},
+		{"records over segment.bytes", "tiny", 0, large, kerr.RecordListTooLarge},
 		{"unknown partition", "bad", 5, good, kerr.UnknownTopicOrPartition},
 		{"unknown topic", "nosuch", 0, good, kerr.UnknownTopicOrPartition},
-		{"empty records", "bad", 0, nil, kerr.CorruptMessage},
+		// Kafka's ProduceRequest.validateRecords: at least one batch.
+		{"empty records", "bad", 0, nil, kerr.InvalidRecord},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,8 +262,19 @@ func TestBadInput(t *testing.T) {
 			if p.ErrorCode != tc.want.Code {
 				t.Fatalf("error %d (%v), want %v", p.ErrorCode, kerr.ErrorForCode(p.ErrorCode), tc.want)
 			}
+			checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 		})
 	}
+	t.Run("transactional produce", func(t *testing.T) {
+		req := produceReq("bad", 0, good)
+		req.TransactionID = kmsg.StringPtr("txn")
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.SetVersion(req.Version)
+		c.roundTrip(req, resp)
+		if p := resp.Topics[0].Partitions[0]; p.ErrorCode != kerr.InvalidRequest.Code {
+			t.Fatalf("error %v, want INVALID_REQUEST", kerr.ErrorForCode(p.ErrorCode))
+		}
+	})
 	// Nothing bad was written; a good batch lands at offset 0.
 	if p := produceRaw(t, c, "bad", 0, good); p.ErrorCode != 0 || p.BaseOffset != 0 {
 		t.Fatalf("good batch after bad ones: error %d offset %d", p.ErrorCode, p.BaseOffset)
@@ -302,6 +348,10 @@ func TestIdempotentProducer(t *testing.T) {
 	// A gap in sequence numbers is out of order.
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 0, 20, 1, []byte("c"))); p.ErrorCode != kerr.OutOfOrderSequenceNumber.Code {
 		t.Fatalf("gap: error %d", p.ErrorCode)
+	} else if p.ErrorMessage == nil || !strings.Contains(*p.ErrorMessage, "sequence") {
+		t.Fatalf("gap: message %v does not explain the sequence problem", p.ErrorMessage)
+	} else {
+		checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 	}
 	// An older epoch is fenced once a newer one wrote.
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 1, 0, 1, []byte("d"))); p.ErrorCode != 0 {
@@ -309,6 +359,8 @@ func TestIdempotentProducer(t *testing.T) {
 	}
 	if p := produceRaw(t, c, "idem", 0, makeBatch(pid, 0, 10, 1, []byte("e"))); p.ErrorCode != kerr.InvalidProducerEpoch.Code {
 		t.Fatalf("old epoch: error %d", p.ErrorCode)
+	} else {
+		checkClientMessage(t, p.ErrorCode, p.ErrorMessage)
 	}
 	c.nc.Close()
 	b.Close()
@@ -425,6 +477,59 @@ func TestFetchLimits(t *testing.T) {
 	}
 }
 
+// TestFetchSessions: the broker keeps no fetch sessions. A full fetch
+// (epoch 0, or -1 closing the session it names) is served without creating
+// one (session id 0); an incremental fetch (any other epoch) gets
+// FETCH_SESSION_ID_NOT_FOUND, as from Kafka for a session it does not have.
+func TestFetchSessions(t *testing.T) {
+	b := startBroker(t, "")
+	createTopic(t, newAdmin(t, b), "sess", 1, nil)
+	c := dialRaw(t, b)
+	if r := produceRaw(t, c, "sess", 0, makeBatch(-1, -1, -1, 2, []byte("s"))); r.ErrorCode != 0 {
+		t.Fatal(kerr.ErrorForCode(r.ErrorCode))
+	}
+	for _, tc := range []struct {
+		name  string
+		id    int32
+		epoch int32
+		want  *kerr.Error // nil: served in full
+	}{
+		{"new session", 0, 0, nil},
+		{"close a session", 1234, -1, nil},
+		{"sessionless full fetch", 0, -1, nil},
+		{"full fetch naming a session", 1234, 0, nil},
+		{"incremental fetch", 1234, 5, kerr.FetchSessionIDNotFound},
+		{"incremental fetch without an id", 0, 5, kerr.FetchSessionIDNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := kmsg.NewPtrFetchRequest()
+			req.SetVersion(12)
+			req.MaxBytes, req.SessionID, req.SessionEpoch = 1<<20, tc.id, tc.epoch
+			ft := kmsg.NewFetchRequestTopic()
+			ft.Topic = "sess"
+			fp := kmsg.NewFetchRequestTopicPartition()
+			fp.PartitionMaxBytes = 1 << 20
+			ft.Partitions = append(ft.Partitions, fp)
+			req.Topics = append(req.Topics, ft)
+			resp := kmsg.NewPtrFetchResponse()
+			resp.SetVersion(req.Version)
+			c.roundTrip(req, resp)
+			if tc.want != nil {
+				if resp.ErrorCode != tc.want.Code || len(resp.Topics) != 0 {
+					t.Fatalf("error %v with %d topics, want %v", kerr.ErrorForCode(resp.ErrorCode), len(resp.Topics), tc.want)
+				}
+				return
+			}
+			if resp.ErrorCode != 0 || resp.SessionID != 0 {
+				t.Fatalf("error %v, session id %d; want a session-less full fetch", kerr.ErrorForCode(resp.ErrorCode), resp.SessionID)
+			}
+			if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 || countBatches(t, p.RecordBatches) != 1 {
+				t.Fatalf("partition error %v, %d bytes", kerr.ErrorForCode(p.ErrorCode), len(p.RecordBatches))
+			}
+		})
+	}
+}
+
 func countBatches(t *testing.T, data []byte) int {
 	n := 0
 	for len(data) > 0 {
@@ -473,5 +578,28 @@ func TestShutdownAnswersInflight(t *testing.T) {
 	}
 	if corr != 99 {
 		t.Fatalf("correlation id %d", corr)
+	}
+}
+
+// TestCloseBeforeServe: closing a broker whose Serve has not started yet
+// (or starts only afterwards) is clean, and Serve then returns at once.
+func TestCloseBeforeServe(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	b, err := New(cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Serve() }() // may run before or after Close
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if err := b.Serve(); err != nil {
+		t.Fatalf("Serve after Close: %v", err)
 	}
 }

@@ -89,7 +89,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"flush.ms", "log.flush.interval.ms", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "fsync when unflushed data is this old", intRange(0, maxLong)},
 	{"index.interval.bytes", "log.index.interval.bytes", kmsg.ConfigTypeInt, "4096", "bytes between offset index entries", intRange(0, math.MaxInt32)},
 	{"max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", kmsg.ConfigTypeLong, strconv.FormatInt(maxLong, 10), "longest a record stays uncompacted: the active segment is rolled and the log cleaned regardless of the dirty ratio after this", intRange(1, maxLong)},
-	{"max.message.bytes", "message.max.bytes", kmsg.ConfigTypeInt, "1048588", "largest record batch accepted", intRange(0, math.MaxInt32)},
+	{"max.message.bytes", "message.max.bytes", kmsg.ConfigTypeInt, "1048588", "largest record batch accepted (0: none, as in Kafka)", intRange(0, math.MaxInt32)},
 	{"message.timestamp.type", "log.message.timestamp.type", kmsg.ConfigTypeString, "CreateTime", "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock", oneOf("CreateTime", "LogAppendTime")},
 	{"min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", kmsg.ConfigTypeDouble, "0.5", "share of a compacted log that must be dirty (not yet cleaned) before the cleaner cleans it", ratio},
 	{"min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", kmsg.ConfigTypeLong, "0", "shortest time a record stays uncompacted", intRange(0, maxLong)},

@@ -13,13 +13,13 @@ import (
 // Config is the per-partition configuration, mirroring Kafka's topic configs.
 //
 // Fields whose zero value is not a valid Kafka setting take Kafka's default
-// (see DefaultConfig): SegmentBytes, SegmentMs, MaxMessageBytes and
-// SegmentIndexBytes when <= 0, IndexIntervalBytes when < 0, and
+// (see DefaultConfig): SegmentBytes, SegmentMs and SegmentIndexBytes when
+// <= 0, IndexIntervalBytes and MaxMessageBytes when < 0, and
 // ProducerExpiration and MaxCompactionLag when <= 0. RetentionBytes,
-// RetentionMs, DeleteRetention and MinCleanableDirtyRatio are taken
-// literally (retention 0 means "keep nothing but the active segment", as in
-// Kafka), so a caller building a Config by hand should start from
-// DefaultConfig.
+// RetentionMs, MaxMessageBytes, DeleteRetention and MinCleanableDirtyRatio
+// are taken literally (retention 0 means "keep nothing but the active
+// segment", max.message.bytes 0 "accept no batch", as in Kafka), so a
+// caller building a Config by hand should start from DefaultConfig.
 type Config struct {
 	SegmentBytes       int64         // segment.bytes: roll when the active segment would exceed this (at most 2 GiB-1)
 	SegmentMs          time.Duration // segment.ms: roll when the active segment's first append is older than this
@@ -27,7 +27,7 @@ type Config struct {
 	RetentionMs        time.Duration // retention.ms: delete segments whose newest timestamp is older; <0 = unlimited
 	FlushMessages      int64         // flush.messages: fsync after this many records; <=1 = every append
 	FlushMs            time.Duration // flush.ms: fsync when the oldest unflushed append is this old (checked on Append and Maintain); 0 = every append, <0 = never by time
-	MaxMessageBytes    int           // max.message.bytes: largest batch accepted
+	MaxMessageBytes    int           // max.message.bytes: largest batch accepted; 0 accepts none (as Kafka)
 	LogAppendTime      bool          // message.timestamp.type=LogAppendTime
 	IndexIntervalBytes int           // index.interval.bytes: bytes between sparse index entries (0: every batch)
 	SegmentIndexBytes  int           // segment.index.bytes: roll when the offset index would exceed this
@@ -112,7 +112,7 @@ func (c Config) normalized() Config {
 	if c.SegmentMs <= 0 {
 		c.SegmentMs = DefaultSegmentMs
 	}
-	if c.MaxMessageBytes <= 0 {
+	if c.MaxMessageBytes < 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.IndexIntervalBytes < 0 {

@@ -411,7 +411,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	got := Config{SegmentBytes: 1 << 40, IndexIntervalBytes: -1}.normalized()
+	got := Config{SegmentBytes: 1 << 40, IndexIntervalBytes: -1, MaxMessageBytes: -1}.normalized()
 	want := DefaultConfig()
 	want.SegmentBytes = math.MaxInt32 // clamped: positions are 32-bit
 	want.RetentionBytes, want.RetentionMs, want.FlushMessages, want.FlushMs = 0, 0, 0, 0
@@ -422,8 +422,12 @@ func TestConfigDefaults(t *testing.T) {
 	if n := DefaultConfig().normalized(); n != DefaultConfig() {
 		t.Fatalf("defaults changed by normalizing: %+v", n)
 	}
-	// A zero Config works (and keeps nothing past the active segment).
+	// A zero Config works (and keeps nothing past the active segment) but,
+	// as max.message.bytes=0 in Kafka, accepts no batch.
 	l := openTest(t, Config{})
+	_, err := l.Append(simple(t, 2, t0), 0)
+	wantKerr(t, err, kerr.MessageTooLarge)
+	l.SetConfig(Config{MaxMessageBytes: -1})
 	l.mustAppend(simple(t, 2, t0))
 	readAll(t, l.Log)
 }

@@ -60,6 +60,21 @@ type Log struct {
 // an error wrapping KAFKA_STORAGE_ERROR when the directory cannot be read or
 // repaired.
 func Open(dir string, cfg Config, opts Options) (*Log, error) {
+	l := newLog(dir, cfg, opts)
+	if err := l.recover(); err != nil {
+		if segs := l.segs.Load(); segs != nil {
+			for _, s := range *segs {
+				s.release()
+			}
+		}
+		l.closeCancel()
+		return nil, fmt.Errorf("opening partition log %s (%w): %w", dir, kerr.KafkaStorageError, err)
+	}
+	return l, nil
+}
+
+// newLog returns the Log for dir, with no segments and not recovered.
+func newLog(dir string, cfg Config, opts Options) *Log {
 	l := &Log{
 		dir:            dir,
 		fs:             opts.FS,
@@ -81,16 +96,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	l.firstDirty.Store(-1)
 	l.deleteHorizon.Store(-1)
 	l.SetConfig(cfg)
-	if err := l.recover(); err != nil {
-		if segs := l.segs.Load(); segs != nil {
-			for _, s := range *segs {
-				s.release()
-			}
-		}
-		l.closeCancel()
-		return nil, fmt.Errorf("opening partition log %s (%w): %w", dir, kerr.KafkaStorageError, err)
-	}
-	return l, nil
+	return l
 }
 
 // SetConfig replaces the log's configuration. It applies to the next

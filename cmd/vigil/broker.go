@@ -33,7 +33,6 @@ func runBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.String("config", "", "YAML file with broker settings (keys are the flag names)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	cfg.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,7 +40,10 @@ func runBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	logger, err := newLogger(stderr, *logLevel)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, cfg.LogLevel)
 	if err != nil {
 		return err
 	}

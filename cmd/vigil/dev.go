@@ -19,8 +19,9 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "vigil-data", "directory for all data")
 	kafkaPort := fs.Int("kafka-port", 9092, "Kafka listener port on 127.0.0.1")
-	httpPort := fs.Int("http-port", 8080, "HTTP port on 127.0.0.1 (health, metrics, APIs, console)")
+	httpPort := fs.Int("http-port", 8080, "HTTP port on 127.0.0.1 (health today; metrics, APIs and the console as they arrive)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pprofOn := fs.Bool("pprof", true, "serve Go profiles under /debug/pprof/ (the HTTP port binds 127.0.0.1 only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -34,6 +35,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := broker.DefaultConfig()
 	cfg.DataDir = *dataDir
 	cfg.Listen = hostPort("127.0.0.1", *kafkaPort)
+	cfg.Pprof = *pprofOn
 	b, err := broker.New(cfg, logger)
 	if err != nil {
 		return err
@@ -43,13 +45,17 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	mux.Handle("/healthz", bh)
 	mux.Handle("/readyz", bh)
 	mux.Handle("/metrics", bh)
+	endpoints := "/healthz  liveness\n/readyz   readiness\n/metrics  Prometheus metrics\n"
+	if cfg.Pprof {
+		mux.Handle("/debug/pprof/", bh)
+		endpoints += "/debug/pprof/  Go profiles\n"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\n\n/healthz  liveness\n/readyz   readiness\n/metrics  Prometheus metrics\n",
-			b.Addr(), b.ClusterID())
+		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\n\n%s", b.Addr(), b.ClusterID(), endpoints)
 	})
 	return serve(ctx, logger, b, hostPort("127.0.0.1", *httpPort), mux)
 }

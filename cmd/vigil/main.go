@@ -62,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 // newLogger returns the process logger: text to stderr at the given level.
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	if level == "" {
+		level = "info"
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)

@@ -265,12 +265,13 @@ func endOffset(t *testing.T, addr, topic string) int64 {
 
 // TestDevServesAndShutsDownCleanly runs `vigil dev`, checks the HTTP health
 // endpoints and the Kafka port, then interrupts it as Ctrl-C would and
-// expects a clean exit.
+// expects a clean exit, after which a restart on the same data dir reads
+// back what was produced.
 func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
 	kport, hport := freePort(t), freePort(t)
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
-	for _, path := range []string{"/healthz", "/readyz", "/"} {
+	for _, path := range []string{"/healthz", "/readyz", "/", "/debug/pprof/"} {
 		resp, err := http.Get("http://" + p.http + path)
 		if err != nil {
 			t.Fatal(err)
@@ -300,6 +301,39 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatalf("vigil dev did not exit after SIGINT\n%s", p.stderr)
+	}
+
+	// The clean shutdown kept the record: a restart on the same data dir
+	// reads it back.
+	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePort(t)), "--http-port", strconv.Itoa(freePort(t)))
+	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("dev"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	for {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("the record produced before the restart was not read back\n%s", p2.stderr)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch after restart: %v", err) })
+		if recs := fs.Records(); len(recs) > 0 {
+			if len(recs) != 1 || string(recs[0].Value) != "hello" || recs[0].Offset != 0 {
+				t.Fatalf("after restart: %d records, first %q at offset %d; want \"hello\" at 0", len(recs), recs[0].Value, recs[0].Offset)
+			}
+			break
+		}
+	}
+	if err := p2.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p2.done:
+		if err != nil {
+			t.Fatalf("restarted vigil dev exited with %v after SIGINT\n%s", err, p2.stderr)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("restarted vigil dev did not exit after SIGINT\n%s", p2.stderr)
 	}
 }
 
