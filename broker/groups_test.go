@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -20,7 +21,11 @@ import (
 // groupBroker is a broker with a small offsets topic and short group
 // timeouts, so group tests run in seconds.
 func groupBroker(t testing.TB, dir string) *Broker {
-	return startBroker(t, dir, func(c *Config) {
+	return groupBrokerLogger(t, dir, testLogger())
+}
+
+func groupBrokerLogger(t testing.TB, dir string, logger *slog.Logger) *Broker {
+	return startBrokerLogger(t, dir, logger, func(c *Config) {
 		c.OffsetsTopicPartitions = 4
 		c.GroupMinSessionTimeout = 500 * time.Millisecond
 		c.GroupInitialRebalanceDelay = 200 * time.Millisecond
@@ -348,7 +353,16 @@ func committedTotal(t *testing.T, adm *kadm.Client, groupID, topic string) int64
 // (group.instance.id) within its session timeout: it gets its partitions
 // back and the other member sees no rebalance.
 func TestStaticMemberRestartWithoutRebalance(t *testing.T) {
-	b := groupBroker(t, "")
+	// The group's events (rebalances and why) explain a failure.
+	var logs logBuffer
+	b := groupBrokerLogger(t, "", logs.logger())
+	defer func() {
+		if t.Failed() {
+			for _, l := range logs.lines("group:") {
+				t.Log(l)
+			}
+		}
+	}()
 	adm := newAdmin(t, b)
 	createTopic(t, adm, "static", 6, nil)
 	ledger := &groupLedger{seen: map[string]int{}}
