@@ -103,31 +103,31 @@ func (e *Error) Retriable() bool {
 
 // Sentinels for errors.Is.
 var (
-	ErrNotController                = &Error{Code: CodeNotController}
-	ErrRequestTimedOut              = &Error{Code: CodeRequestTimedOut}
-	ErrClusterAuthorizationFailed   = &Error{Code: CodeClusterAuthorizationFailed}
-	ErrInvalidRequest               = &Error{Code: CodeInvalidRequest}
-	ErrStaleBrokerEpoch             = &Error{Code: CodeStaleBrokerEpoch}
-	ErrBrokerNotRegistered          = &Error{Code: CodeBrokerNotRegistered}
-	ErrDuplicateBrokerRegistration  = &Error{Code: CodeDuplicateBrokerRegistration}
-	ErrFencedLeaderEpoch            = &Error{Code: CodeFencedLeaderEpoch}
-	ErrInvalidUpdateVersion         = &Error{Code: CodeInvalidUpdateVersion}
-	ErrNotLeaderOrFollower          = &Error{Code: CodeNotLeaderOrFollower}
-	ErrIneligibleReplica            = &Error{Code: CodeIneligibleReplica}
-	ErrUnknownTopicOrPartition      = &Error{Code: CodeUnknownTopicOrPartition}
-	ErrUnknownTopicID               = &Error{Code: CodeUnknownTopicID}
-	ErrTopicAlreadyExists           = &Error{Code: CodeTopicAlreadyExists}
-	ErrInvalidTopic                 = &Error{Code: CodeInvalidTopicException}
-	ErrInvalidPartitions            = &Error{Code: CodeInvalidPartitions}
-	ErrInvalidReplicationFactor     = &Error{Code: CodeInvalidReplicationFactor}
-	ErrInvalidReplicaAssignment     = &Error{Code: CodeInvalidReplicaAssignment}
-	ErrInvalidConfig                = &Error{Code: CodeInvalidConfig}
-	ErrElectionNotNeeded            = &Error{Code: CodeElectionNotNeeded}
-	ErrPreferredLeaderNotAvailable  = &Error{Code: CodePreferredLeaderNotAvailable}
-	ErrEligibleLeadersNotAvailable  = &Error{Code: CodeEligibleLeadersNotAvailable}
-	ErrNoReassignmentInProgress     = &Error{Code: CodeNoReassignmentInProgress}
-	ErrReassignmentInProgress       = &Error{Code: CodeReassignmentInProgress}
-	ErrUnknownServerError           = &Error{Code: CodeUnknownServerError}
+	ErrNotController               = &Error{Code: CodeNotController}
+	ErrRequestTimedOut             = &Error{Code: CodeRequestTimedOut}
+	ErrClusterAuthorizationFailed  = &Error{Code: CodeClusterAuthorizationFailed}
+	ErrInvalidRequest              = &Error{Code: CodeInvalidRequest}
+	ErrStaleBrokerEpoch            = &Error{Code: CodeStaleBrokerEpoch}
+	ErrBrokerNotRegistered         = &Error{Code: CodeBrokerNotRegistered}
+	ErrDuplicateBrokerRegistration = &Error{Code: CodeDuplicateBrokerRegistration}
+	ErrFencedLeaderEpoch           = &Error{Code: CodeFencedLeaderEpoch}
+	ErrInvalidUpdateVersion        = &Error{Code: CodeInvalidUpdateVersion}
+	ErrNotLeaderOrFollower         = &Error{Code: CodeNotLeaderOrFollower}
+	ErrIneligibleReplica           = &Error{Code: CodeIneligibleReplica}
+	ErrUnknownTopicOrPartition     = &Error{Code: CodeUnknownTopicOrPartition}
+	ErrUnknownTopicID              = &Error{Code: CodeUnknownTopicID}
+	ErrTopicAlreadyExists          = &Error{Code: CodeTopicAlreadyExists}
+	ErrInvalidTopic                = &Error{Code: CodeInvalidTopicException}
+	ErrInvalidPartitions           = &Error{Code: CodeInvalidPartitions}
+	ErrInvalidReplicationFactor    = &Error{Code: CodeInvalidReplicationFactor}
+	ErrInvalidReplicaAssignment    = &Error{Code: CodeInvalidReplicaAssignment}
+	ErrInvalidConfig               = &Error{Code: CodeInvalidConfig}
+	ErrElectionNotNeeded           = &Error{Code: CodeElectionNotNeeded}
+	ErrPreferredLeaderNotAvailable = &Error{Code: CodePreferredLeaderNotAvailable}
+	ErrEligibleLeadersNotAvailable = &Error{Code: CodeEligibleLeadersNotAvailable}
+	ErrNoReassignmentInProgress    = &Error{Code: CodeNoReassignmentInProgress}
+	ErrReassignmentInProgress      = &Error{Code: CodeReassignmentInProgress}
+	ErrUnknownServerError          = &Error{Code: CodeUnknownServerError}
 )
 
 // errorf builds an *Error with a formatted message.

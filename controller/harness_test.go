@@ -150,7 +150,9 @@ func (h *harness) checkReplica() {
 	}
 }
 
-func eq(a, b []int32) bool { return reflect.DeepEqual(append([]int32{}, a...), append([]int32{}, b...)) }
+func eq(a, b []int32) bool {
+	return reflect.DeepEqual(append([]int32{}, a...), append([]int32{}, b...))
+}
 
 func wantPart(t *testing.T, p *Partition, leader int32, isr []int32) {
 	t.Helper()
