@@ -63,6 +63,11 @@ type ServerConfig struct {
 	// TickInterval is how often the active controller checks broker
 	// sessions (250ms when zero).
 	TickInterval time.Duration
+	// LeaderRebalanceInterval is how often the active controller moves
+	// leadership back to preferred replicas that are alive, in sync and not
+	// demoted (Kafka's auto.leader.rebalance.enable); 5m when zero,
+	// disabled when negative.
+	LeaderRebalanceInterval time.Duration
 	// WatchMaxWait caps one WatchMetadata long poll (30s when zero).
 	WatchMaxWait time.Duration
 	// HistorySize is how many changes are kept for WatchMetadata deltas.
@@ -82,6 +87,9 @@ func (c *ServerConfig) setDefaults() {
 	}
 	if c.TickInterval <= 0 {
 		c.TickInterval = 250 * time.Millisecond
+	}
+	if c.LeaderRebalanceInterval == 0 {
+		c.LeaderRebalanceInterval = 5 * time.Minute
 	}
 	if c.WatchMaxWait <= 0 {
 		c.WatchMaxWait = 30 * time.Second
@@ -117,6 +125,8 @@ type Server struct {
 	// activeTerm is the Raft term in which this node became active; a new
 	// term means leadership was lost and regained, so duties restart.
 	activeTerm atomic.Uint64
+
+	lastRebalance time.Time // leader loop only
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -284,6 +294,10 @@ func (s *Server) leaderLoop() {
 			s.logger.Info("no longer the active controller")
 		case leader:
 			s.checkSessions()
+			if iv := s.cfg.LeaderRebalanceInterval; iv > 0 && s.cfg.Now().Sub(s.lastRebalance) >= iv {
+				s.lastRebalance = s.cfg.Now()
+				s.rebalanceLeaders()
+			}
 		}
 	}
 }
@@ -298,6 +312,7 @@ func (s *Server) becomeActive() {
 	defer s.propMu.Unlock()
 	img, _ := s.fsm.image()
 	s.live.Reset(img, s.cfg.Now())
+	s.lastRebalance = s.cfg.Now()
 	s.activeTerm.Store(term)
 	s.active.Store(true)
 	if img.ClusterID == "" {
@@ -330,6 +345,26 @@ func (s *Server) checkSessions() {
 			continue
 		}
 		s.logger.Warn("fenced broker: session expired", "broker", c.FenceBroker.ID, "session_timeout", s.cfg.SessionTimeout)
+	}
+}
+
+// rebalanceLeaders runs a preferred election on every partition whose
+// preferred replica could lead but does not; nothing is written to the log
+// when no partition would change.
+func (s *Server) rebalanceLeaders() {
+	s.propMu.Lock()
+	defer s.propMu.Unlock()
+	cmd := &Command{ElectLeaders: &ElectLeadersCmd{ElectLeadersRequest{Type: ElectPreferred}}}
+	if !s.active.Load() || s.dryRun(cmd).Change == nil {
+		return
+	}
+	res, err := s.proposeLocked(cmd)
+	if err != nil {
+		s.logger.Warn("preferred leader rebalance failed", "err", err)
+		return
+	}
+	if res.Change != nil {
+		s.logger.Info("moved leaderships back to preferred replicas", "partitions", len(res.Change.Partitions))
 	}
 }
 
@@ -415,12 +450,20 @@ func (s *Server) Close() error {
 			cancel()
 			_ = s.http.Close()
 		}
+		// Shut Raft down first so that a proposal or barrier in flight in
+		// the leader loop returns at once.
+		var errs []error
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, err)
+		}
 		s.wg.Wait()
-		err = s.closeRaft()
+		errs = append(errs, s.closeRaft())
+		err = errors.Join(errs...)
 	})
 	return err
 }
 
+// closeRaft shuts Raft down (if not yet) and closes the transport and store.
 func (s *Server) closeRaft() error {
 	var errs []error
 	if s.raft != nil {

@@ -410,3 +410,28 @@ func TestAdminTokenAndErrors(t *testing.T) {
 		t.Fatalf("unknown broker: %v", err)
 	}
 }
+
+func TestServerRebalancesLeaders(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	q := newQuorum(t, 1, func(c *ServerConfig) { c.Now = clock.Now; c.LeaderRebalanceInterval = time.Minute; c.SessionTimeout = time.Hour })
+	q.leader()
+	c := q.client()
+	addBrokerVia(t, ctx, c, 1, "a")
+	addBrokerVia(t, ctx, c, 2, "a")
+	createTopic(t, ctx, c, "t", 4, 2)
+	if _, err := c.Demote(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.DescribeBroker(ctx, 1); b.Leaders != 0 {
+		t.Fatalf("demoted broker leads %d partitions", b.Leaders)
+	}
+	if _, err := c.Undemote(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * time.Minute)
+	waitFor(t, 10*time.Second, "leaders back on preferred replicas", func() bool {
+		b, err := c.DescribeBroker(ctx, 1)
+		return err == nil && b.Leaders == 2
+	})
+}
