@@ -414,7 +414,11 @@ func TestAdminTokenAndErrors(t *testing.T) {
 func TestServerRebalancesLeaders(t *testing.T) {
 	ctx := context.Background()
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
-	q := newQuorum(t, 1, func(c *ServerConfig) { c.Now = clock.Now; c.LeaderRebalanceInterval = time.Minute; c.SessionTimeout = time.Hour })
+	q := newQuorum(t, 1, func(c *ServerConfig) {
+		c.Now = clock.Now
+		c.LeaderRebalanceInterval = time.Minute
+		c.SessionTimeout = time.Hour
+	})
 	q.leader()
 	c := q.client()
 	addBrokerVia(t, ctx, c, 1, "a")
