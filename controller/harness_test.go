@@ -33,7 +33,14 @@ func (h *harness) img() *Image { return h.st.Image() }
 func (h *harness) apply(cmd *Command) Result {
 	h.t.Helper()
 	h.idx++
+	before, _ := json.Marshal(h.st.Image())
 	res := h.st.Apply(h.idx, cmd)
+	if res.Err != nil {
+		// A refused command changes nothing.
+		if after, _ := json.Marshal(h.st.Image()); string(after) != string(before) {
+			h.t.Fatalf("refused command %+v (%v) changed the image", cmd, res.Err)
+		}
+	}
 	if res.Change != nil {
 		// Through JSON, as a broker receives it.
 		data, err := json.Marshal(res.Change)

@@ -192,15 +192,15 @@ func (s *State) unfenceBroker(c *UnfenceBrokerCmd) *Error {
 	if err != nil {
 		return err
 	}
+	if c.Epoch != 0 && c.Epoch != b.Epoch {
+		return errorf(CodeStaleBrokerEpoch, "broker %d has epoch %d, not %d; it must register again", c.ID, b.Epoch, c.Epoch)
+	}
 	if c.ClearAdmin && b.AdminFenced {
 		b.AdminFenced = false
 		s.ch.broker(c.ID)
 	}
 	if c.Epoch == 0 || b.AdminFenced || b.State != BrokerFenced {
 		return nil
-	}
-	if c.Epoch != b.Epoch {
-		return errorf(CodeStaleBrokerEpoch, "broker %d has epoch %d, not %d; it must register again", c.ID, b.Epoch, c.Epoch)
 	}
 	b.State = BrokerRegistered
 	s.ch.broker(c.ID)
