@@ -256,6 +256,16 @@ type Delta struct {
 	Changes []Change `json:"changes,omitempty"`
 }
 
+// ProducerIDBlock is a range of producer ids reserved for one broker:
+// FirstID to FirstID+Count-1.
+type ProducerIDBlock struct {
+	FirstID int64 `json:"first_id"`
+	Count   int64 `json:"count"`
+}
+
+// ProducerIDBlockSize is how many producer ids one allocation reserves.
+const ProducerIDBlockSize = 1000
+
 // errorBody is the JSON body of an error answer.
 type errorBody struct {
 	Error *Error `json:"error"`

@@ -240,6 +240,14 @@ func (c *Client) AlterPartition(ctx context.Context, req AlterPartitionRequest) 
 	return &out, nil
 }
 
+// AllocateProducerIDs reserves the next block of producer ids for broker
+// id (registration epoch); ids are never handed out twice in the cluster.
+func (c *Client) AllocateProducerIDs(ctx context.Context, id int32, epoch int64) (ProducerIDBlock, error) {
+	var out ProducerIDBlock
+	err := c.call(ctx, http.MethodPost, "/v1/producer-ids/allocate", nil, allocateProducerIDsBody{BrokerID: id, BrokerEpoch: epoch}, &out, 0)
+	return out, err
+}
+
 // WatchMetadata long-polls for metadata after afterOffset: it returns as
 // soon as a change after it is applied, with the changes in log order, or
 // the whole image when afterOffset is -1 or too old to serve as changes,

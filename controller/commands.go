@@ -6,23 +6,31 @@ package controller
 // and proposes them; every controller applies them in log order with
 // State.Apply, which is deterministic.
 type Command struct {
-	InitCluster        *InitClusterCmd        `json:"init_cluster,omitempty"`
-	SetControllerAddr  *SetControllerAddrCmd  `json:"set_controller_addr,omitempty"`
-	RegisterBroker     *RegisterBrokerCmd     `json:"register_broker,omitempty"`
-	UnregisterBroker   *UnregisterBrokerCmd   `json:"unregister_broker,omitempty"`
-	FenceBroker        *FenceBrokerCmd        `json:"fence_broker,omitempty"`
-	UnfenceBroker      *UnfenceBrokerCmd      `json:"unfence_broker,omitempty"`
-	DemoteBroker       *DemoteBrokerCmd       `json:"demote_broker,omitempty"`
-	ControlledShutdown *ControlledShutdownCmd `json:"controlled_shutdown,omitempty"`
-	Decommission       *DecommissionCmd       `json:"decommission,omitempty"`
-	CreateTopic        *CreateTopicCmd        `json:"create_topic,omitempty"`
-	DeleteTopic        *DeleteTopicCmd        `json:"delete_topic,omitempty"`
-	CreatePartitions   *CreatePartitionsCmd   `json:"create_partitions,omitempty"`
-	AlterConfigs       *AlterConfigsCmd       `json:"alter_configs,omitempty"`
-	AlterPartition     *AlterPartitionCmd     `json:"alter_partition,omitempty"`
-	ElectLeaders       *ElectLeadersCmd       `json:"elect_leaders,omitempty"`
-	Reassign           *ReassignCmd           `json:"reassign,omitempty"`
-	RemoveFromISR      *RemoveFromISRCmd      `json:"remove_from_isr,omitempty"`
+	InitCluster         *InitClusterCmd         `json:"init_cluster,omitempty"`
+	SetControllerAddr   *SetControllerAddrCmd   `json:"set_controller_addr,omitempty"`
+	RegisterBroker      *RegisterBrokerCmd      `json:"register_broker,omitempty"`
+	UnregisterBroker    *UnregisterBrokerCmd    `json:"unregister_broker,omitempty"`
+	FenceBroker         *FenceBrokerCmd         `json:"fence_broker,omitempty"`
+	UnfenceBroker       *UnfenceBrokerCmd       `json:"unfence_broker,omitempty"`
+	DemoteBroker        *DemoteBrokerCmd        `json:"demote_broker,omitempty"`
+	ControlledShutdown  *ControlledShutdownCmd  `json:"controlled_shutdown,omitempty"`
+	Decommission        *DecommissionCmd        `json:"decommission,omitempty"`
+	CreateTopic         *CreateTopicCmd         `json:"create_topic,omitempty"`
+	DeleteTopic         *DeleteTopicCmd         `json:"delete_topic,omitempty"`
+	CreatePartitions    *CreatePartitionsCmd    `json:"create_partitions,omitempty"`
+	AlterConfigs        *AlterConfigsCmd        `json:"alter_configs,omitempty"`
+	AlterPartition      *AlterPartitionCmd      `json:"alter_partition,omitempty"`
+	ElectLeaders        *ElectLeadersCmd        `json:"elect_leaders,omitempty"`
+	Reassign            *ReassignCmd            `json:"reassign,omitempty"`
+	RemoveFromISR       *RemoveFromISRCmd       `json:"remove_from_isr,omitempty"`
+	AllocateProducerIDs *AllocateProducerIDsCmd `json:"allocate_producer_ids,omitempty"`
+}
+
+// AllocateProducerIDs hands a broker the next block of producer ids
+// (Kafka's AllocateProducerIds), so ids are unique across the cluster.
+type AllocateProducerIDsCmd struct {
+	BrokerID    int32 `json:"broker_id"`
+	BrokerEpoch int64 `json:"broker_epoch"`
 }
 
 // InitClusterCmd sets the cluster id; the first active controller proposes

@@ -67,6 +67,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/brokers/register", true, s.handleRegister)
 	route("POST /v1/brokers/heartbeat", true, s.handleHeartbeat)
 	route("POST /v1/partitions/alter", true, s.handleAlterPartition)
+	route("POST /v1/producer-ids/allocate", true, s.handleAllocateProducerIDs)
 	route("GET /v1/metadata/watch", false, s.handleWatch)
 	// Admin side.
 	route("GET /v1/metadata", true, s.handleMetadata)
@@ -192,6 +193,20 @@ func (s *Server) handleAlterPartition(r *http.Request) (any, *Error) {
 		return nil, err
 	}
 	return result(s.propose(&Command{AlterPartition: &AlterPartitionCmd{req}}))
+}
+
+// allocateProducerIDsBody is the request of AllocateProducerIDs.
+type allocateProducerIDsBody struct {
+	BrokerID    int32 `json:"broker_id"`
+	BrokerEpoch int64 `json:"broker_epoch"`
+}
+
+func (s *Server) handleAllocateProducerIDs(r *http.Request) (any, *Error) {
+	var req allocateProducerIDsBody
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return result(s.propose(&Command{AllocateProducerIDs: &AllocateProducerIDsCmd{BrokerID: req.BrokerID, BrokerEpoch: req.BrokerEpoch}}))
 }
 
 func (s *Server) handleWatch(r *http.Request) (any, *Error) {

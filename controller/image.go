@@ -145,6 +145,8 @@ type Image struct {
 	Brokers map[int32]*Broker `json:"brokers"`
 	// Topics by name.
 	Topics map[string]*Topic `json:"topics"`
+	// NextProducerID is the first producer id not yet handed to a broker.
+	NextProducerID int64 `json:"next_producer_id,omitempty"`
 }
 
 // NewImage returns an empty image.
@@ -155,10 +157,11 @@ func NewImage() *Image {
 // Clone returns a deep copy.
 func (img *Image) Clone() *Image {
 	out := &Image{
-		ClusterID:   img.ClusterID,
-		Controllers: make(map[string]string, len(img.Controllers)),
-		Brokers:     make(map[int32]*Broker, len(img.Brokers)),
-		Topics:      make(map[string]*Topic, len(img.Topics)),
+		ClusterID:      img.ClusterID,
+		NextProducerID: img.NextProducerID,
+		Controllers:    make(map[string]string, len(img.Controllers)),
+		Brokers:        make(map[int32]*Broker, len(img.Brokers)),
+		Topics:         make(map[string]*Topic, len(img.Topics)),
 	}
 	for k, v := range img.Controllers {
 		out.Controllers[k] = v
@@ -275,6 +278,8 @@ type Change struct {
 	DeletedTopics []DeletedTopic `json:"deleted_topics,omitempty"`
 	// Partitions holds the new state of each changed partition.
 	Partitions []PartitionChange `json:"partitions,omitempty"`
+	// NextProducerID is set when producer ids were allocated.
+	NextProducerID int64 `json:"next_producer_id,omitempty"`
 }
 
 // TopicChange is the topic-level state of a created or changed topic.
@@ -304,6 +309,9 @@ type PartitionChange struct {
 func (img *Image) ApplyChange(c *Change) {
 	if c.ClusterID != "" {
 		img.ClusterID = c.ClusterID
+	}
+	if c.NextProducerID != 0 {
+		img.NextProducerID = c.NextProducerID
 	}
 	if c.Controllers != nil {
 		img.Controllers = make(map[string]string, len(c.Controllers))

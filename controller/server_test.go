@@ -258,11 +258,21 @@ func TestSingleNodeRestartKeepsEverything(t *testing.T) {
 	if _, err := c.Demote(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
+	b1, _ := c.DescribeBroker(ctx, 1)
+	blk1, err := c.AllocateProducerIDs(ctx, 1, b1.Epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, _ := nd.srv.Image()
 	q.stop(nd)
 	q.start(nd, nil, nil)
 	q.leader()
 	after, _ := nd.srv.Image()
+	// Producer ids are never handed out twice, across restarts too.
+	blk2, err := c.AllocateProducerIDs(ctx, 1, b1.Epoch)
+	if err != nil || blk2.FirstID < blk1.FirstID+blk1.Count {
+		t.Fatalf("producer ids after restart: %+v after %+v (%v)", blk2, blk1, err)
+	}
 	for _, name := range []string{"t1", "t2"} {
 		if after.Topics[name] == nil || after.Topics[name].ID != before.Topics[name].ID {
 			t.Fatalf("topic %s lost across restart", name)

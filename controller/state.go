@@ -96,6 +96,8 @@ func (s *State) apply(index uint64, c *Command) (any, *Error) {
 		return s.reassign(c.Reassign.Reassignments), nil
 	case c.RemoveFromISR != nil:
 		return s.removeFromISR(c.RemoveFromISR)
+	case c.AllocateProducerIDs != nil:
+		return s.allocateProducerIDs(c.AllocateProducerIDs)
 	}
 	return nil, errorf(CodeInvalidRequest, "empty or unknown command; is this controller older than the one that wrote the log? upgrade it")
 }
@@ -153,6 +155,20 @@ func (s *State) registerBroker(index uint64, c *RegisterBrokerCmd) (any, *Error)
 	// the restarted process lost its in-memory replication state.
 	s.brokerLeft(r.ID)
 	return nb.Epoch, nil
+}
+
+func (s *State) allocateProducerIDs(c *AllocateProducerIDsCmd) (any, *Error) {
+	b, err := s.broker(c.BrokerID)
+	if err != nil {
+		return nil, err
+	}
+	if b.Epoch != c.BrokerEpoch {
+		return nil, errorf(CodeStaleBrokerEpoch, "broker %d has epoch %d, the request %d; register again", c.BrokerID, b.Epoch, c.BrokerEpoch)
+	}
+	blk := ProducerIDBlock{FirstID: s.img.NextProducerID, Count: ProducerIDBlockSize}
+	s.img.NextProducerID += ProducerIDBlockSize
+	s.ch.producerIDs = true
+	return blk, nil
 }
 
 func (s *State) unregisterBroker(id int32) *Error {
@@ -851,12 +867,12 @@ func sameSet(a, b []int32) bool {
 
 // changeBuilder collects what one command touched.
 type changeBuilder struct {
-	clusterID, controllers bool
-	brokers                map[int32]bool
-	removedBrokers         map[int32]bool
-	topics                 map[string]bool
-	deleted                []DeletedTopic
-	partitions             map[string]map[int32]bool
+	clusterID, controllers, producerIDs bool
+	brokers                             map[int32]bool
+	removedBrokers                      map[int32]bool
+	topics                              map[string]bool
+	deleted                             []DeletedTopic
+	partitions                          map[string]map[int32]bool
 }
 
 func newChangeBuilder() *changeBuilder {
@@ -890,6 +906,9 @@ func (c *changeBuilder) build(img *Image, index uint64) *Change {
 	empty := true
 	if c.clusterID {
 		ch.ClusterID, empty = img.ClusterID, false
+	}
+	if c.producerIDs {
+		ch.NextProducerID, empty = img.NextProducerID, false
 	}
 	if c.controllers {
 		ch.Controllers = make(map[string]string, len(img.Controllers))

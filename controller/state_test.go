@@ -525,3 +525,19 @@ func TestDeterminism(t *testing.T) {
 		t.Fatal("same commands, different results")
 	}
 }
+
+func TestAllocateProducerIDs(t *testing.T) {
+	h := threeBrokers(t, nil)
+	var last int64 = -1
+	for i := 0; i < 3; i++ {
+		id := int32(i%3 + 1)
+		res := h.mustApply(&Command{AllocateProducerIDs: &AllocateProducerIDsCmd{BrokerID: id, BrokerEpoch: h.img().Brokers[id].Epoch}})
+		blk := res.Value.(ProducerIDBlock)
+		if blk.FirstID <= last || blk.Count != ProducerIDBlockSize {
+			t.Fatalf("block %+v after %d", blk, last)
+		}
+		last = blk.FirstID + blk.Count - 1
+	}
+	h.wantErr(h.apply(&Command{AllocateProducerIDs: &AllocateProducerIDsCmd{BrokerID: 1, BrokerEpoch: 12345}}), CodeStaleBrokerEpoch)
+	h.checkReplica()
+}
