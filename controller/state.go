@@ -348,13 +348,17 @@ func (s *State) brokerLeft(id int32) {
 }
 
 // brokerArrived reacts to broker id becoming alive or eligible again:
-// leaderless partitions it is a replica of try to elect a leader.
+// leaderless partitions it is a replica of try to elect a leader, and
+// partitions led by a demoted broker move to it if it is in sync.
 func (s *State) brokerArrived(id int32) {
 	s.eachPartition(func(t *Topic, i int32, p *Partition) {
-		if p.Leader != NoLeader || !slices.Contains(p.Replicas, id) {
-			return
+		switch {
+		case !slices.Contains(p.Replicas, id):
+		case p.Leader == NoLeader:
+			s.update(t, i, func(np *Partition) { s.elect(t, np) })
+		case slices.Contains(p.ISR, id):
+			s.update(t, i, func(np *Partition) { s.moveOffDemoted(t, np) })
 		}
-		s.update(t, i, func(np *Partition) { s.elect(t, np) })
 	})
 }
 

@@ -541,3 +541,15 @@ func TestAllocateProducerIDs(t *testing.T) {
 	h.wantErr(h.apply(&Command{AllocateProducerIDs: &AllocateProducerIDsCmd{BrokerID: 1, BrokerEpoch: 12345}}), CodeStaleBrokerEpoch)
 	h.checkReplica()
 }
+
+func TestUndemoteTakesOverFromDemotedLeader(t *testing.T) {
+	h := threeBrokers(t, nil)
+	h.mustApply(&Command{DemoteBroker: &DemoteBrokerCmd{ID: 1, Demoted: true}})
+	h.mustApply(&Command{DemoteBroker: &DemoteBrokerCmd{ID: 2, Demoted: true}})
+	wantPart(t, h.part("t", 0), 3, []int32{1, 2, 3})
+	h.mustApply(&Command{FenceBroker: &FenceBrokerCmd{ID: 3, Admin: true}})
+	wantPart(t, h.part("t", 0), 1, []int32{1, 2}) // both demoted: the first in replica order
+	h.mustApply(&Command{DemoteBroker: &DemoteBrokerCmd{ID: 2, Demoted: false}})
+	wantPart(t, h.part("t", 0), 2, []int32{1, 2})
+	h.checkReplica()
+}
