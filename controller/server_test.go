@@ -204,6 +204,11 @@ func TestQuorumFailover(t *testing.T) {
 		addBrokerVia(t, ctx, fc, i, "")
 	}
 	createTopic(t, ctx, fc, "before", 3, 3)
+	// A watcher's offset stays meaningful across failover: it is a log index.
+	watched, err := fc.WatchMetadata(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Kill the leader; the other two elect a new one and keep everything.
 	q.stop(l)
@@ -220,6 +225,20 @@ func TestQuorumFailover(t *testing.T) {
 		t.Fatalf("after failover: %+v", md.Image)
 	}
 	createTopic(t, ctx, c, "after", 1, 2)
+	waitFor(t, 10*time.Second, "the watcher to see the topic created after failover", func() bool {
+		d, err := c.WatchMetadata(ctx, watched.Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Image != nil {
+			t.Fatalf("watcher at %d got a whole image after failover", watched.Offset)
+		}
+		for i := range d.Changes {
+			watched.Image.ApplyChange(&d.Changes[i])
+		}
+		watched.Offset = d.Offset
+		return watched.Image.Topics["after"] != nil
+	})
 	cd, err := c.DescribeCluster(ctx)
 	if err != nil || cd.ControllerID != nl.id || len(cd.Brokers) != 3 {
 		t.Fatalf("describe cluster: %+v %v", cd, err)
