@@ -80,6 +80,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return &Client{cfg: cfg, hc: hc, addr: addrs}, nil
 }
 
+// Close releases the client's idle connections. Calls still work after it.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
 // candidates returns the addresses to try, the hinted leader first.
 func (c *Client) candidates() []string {
 	c.mu.Lock()
