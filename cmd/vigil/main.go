@@ -3,6 +3,8 @@
 //	vigil dev      the whole platform in one process with embedded defaults
 //	vigil broker   one broker, configured by a YAML file and flags
 //	vigil bench    load generator: produce, consume, e2e
+//	vigil controller  one member of the metadata quorum
+//	vigil admin    operator CLI on the controller API
 package main
 
 import (
@@ -24,6 +26,8 @@ commands:
            HTTP on 127.0.0.1:8080, data in ./vigil-data)
   broker   run one broker: vigil broker --config FILE [flags]
   bench    measure a Kafka cluster: vigil bench produce|consume|e2e [flags]
+  controller  run one metadata quorum member: vigil controller --id N --peers ... [flags]
+  admin    operate the cluster through the controller: vigil admin brokers|demote N|...
 
 Run 'vigil <command> -h' for the flags of a command.
 `
@@ -51,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runBroker(ctx, args[1:], stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "controller":
+		return runController(ctx, args[1:], stderr)
+	case "admin":
+		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
