@@ -31,6 +31,23 @@ type request struct {
 // response is an encoded response frame ready to write.
 type response struct {
 	buf *[]byte // size prefix, header and body
+
+	// pieces, if not nil, is what to write instead of buf: the parts of
+	// buf between the record sets of a fetch response, and the record
+	// sets themselves (see encodeFetchSpliced). release returns the
+	// buffers the record sets live in, once they are written.
+	pieces  net.Buffers
+	release func()
+}
+
+// done returns the response's buffers to their pools.
+func (r *response) done() {
+	putBuf(r.buf)
+	r.buf = nil
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
 }
 
 // conn is one client connection: reader → processor → writer.
@@ -243,6 +260,12 @@ func (c *conn) handle(req *request) (*response, error) {
 		return nil, nil
 	}
 	resp.SetVersion(req.version)
+	if fr, ok := resp.(*kmsg.FetchResponse); ok {
+		if out := encodeFetchSpliced(req, fr); out != nil {
+			out.release = release // the pieces refer to the fetched records
+			return out, nil
+		}
+	}
 	out := encodeResponse(req, resp)
 	if release != nil {
 		release()
@@ -294,12 +317,18 @@ func (c *conn) write() {
 	failed := false
 	for resp := range c.responses {
 		if !failed {
-			if _, err := c.nc.Write(*resp.buf); err != nil {
+			var err error
+			if resp.pieces != nil {
+				_, err = resp.pieces.WriteTo(c.nc) // one writev on a TCP connection
+			} else {
+				_, err = c.nc.Write(*resp.buf)
+			}
+			if err != nil {
 				failed = true
 				c.logger.Debug("connection write failed", "err", err)
 				c.stop()
 			}
 		}
-		putBuf(resp.buf)
+		resp.done()
 	}
 }

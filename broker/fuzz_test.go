@@ -57,7 +57,7 @@ func FuzzRequest(f *testing.F) {
 		}
 		resp, err := c.handle(req)
 		if err == nil && resp != nil {
-			putBuf(resp.buf)
+			resp.done()
 		}
 	})
 }
