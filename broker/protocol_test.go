@@ -45,12 +45,12 @@ func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []
 
 // rawConn is a hand-driven Kafka connection for protocol tests.
 type rawConn struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	r  *bufio.Reader
 }
 
-func dialRaw(t *testing.T, b *Broker) *rawConn {
+func dialRaw(t testing.TB, b *Broker) *rawConn {
 	nc, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func produceReq(topic string, partition int32, records []byte) *kmsg.ProduceRequ
 	return req
 }
 
-func produceRaw(t *testing.T, c *rawConn, topic string, partition int32, records []byte) kmsg.ProduceResponseTopicPartition {
+func produceRaw(t testing.TB, c *rawConn, topic string, partition int32, records []byte) kmsg.ProduceResponseTopicPartition {
 	t.Helper()
 	req := produceReq(topic, partition, records)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
