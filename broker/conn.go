@@ -82,6 +82,8 @@ type conn struct {
 
 	// Set from ApiVersions v3+ (KIP-511).
 	clientSoftware, clientSoftwareVersion string
+
+	req request // the request being handled, reused for the next one
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
@@ -135,6 +137,7 @@ func (c *conn) serve() {
 		}
 		resp, err := c.handle(req)
 		putBuf(req.buf)
+		req.buf, req.body = nil, nil
 		if err != nil {
 			c.logger.Warn("closing connection", "api", kmsg.NameForKey(req.key),
 				"version", req.version, "client_id", req.clientID, "err", err)
@@ -175,8 +178,8 @@ func (c *conn) read(r *bufio.Reader) *request {
 		return nil
 	}
 	*buf = frame
-	req, err := parseHeader(frame)
-	if err != nil {
+	req := &c.req
+	if err := parseHeader(frame, req); err != nil {
 		putBuf(buf)
 		c.logger.Warn("closing connection: malformed request header", "err", err)
 		return nil
@@ -202,31 +205,53 @@ func (c *conn) readError(err error) {
 	c.logger.Info("connection read failed", "err", err)
 }
 
-// parseHeader parses the request header (v1 or v2) of a frame.
-func parseHeader(frame []byte) (*request, error) {
+// parseHeader parses the request header (v1 or v2) of a frame into req,
+// which may hold the connection's previous request: its client id string
+// is kept when the new one is the same (clients send the same one every
+// time), so parsing a header allocates nothing.
+func parseHeader(frame []byte, req *request) error {
 	r := kbin.Reader{Src: frame}
-	req := &request{key: r.Int16(), version: r.Int16(), corr: r.Int32()} // frames are at least 8 bytes
+	req.key, req.version, req.corr = r.Int16(), r.Int16(), r.Int32() // frames are at least 8 bytes
+	req.body, req.buf = nil, nil
 	if !supported(req.key, req.version) {
 		// The body is not parsed; ApiVersions answers with the ranges, any
 		// other request closes the connection.
-		req.body = nil
-		return req, nil
+		return nil
 	}
-	id := r.NullableString()
-	if id != nil {
-		req.clientID = *id
+	// The client id is a nullable string with an int16 length, also in
+	// flexible (v2) headers.
+	if n := r.Int16(); n < 0 {
+		req.clientID = ""
+	} else if id := r.Span(int(n)); string(id) != req.clientID {
+		req.clientID = string(id)
 	}
-	kreq := kmsg.RequestForKey(req.key)
-	kreq.SetVersion(req.version)
-	if kreq.IsFlexible() {
+	if req.version >= flexibleFrom[req.key] {
 		kmsg.SkipTags(&r)
 	}
 	if err := r.Complete(); err != nil {
-		return nil, fmt.Errorf("%s v%d header: %w", kmsg.NameForKey(req.key), req.version, err)
+		return fmt.Errorf("%s v%d header: %w", kmsg.NameForKey(req.key), req.version, err)
 	}
 	req.body = r.Src
-	return req, nil
+	return nil
 }
+
+// flexibleFrom maps every implemented API to its first flexible version
+// (one past its maximum if none is), whose requests have v2 headers.
+var flexibleFrom = func() map[int16]int16 {
+	m := make(map[int16]int16, len(apiVersions))
+	for key, r := range apiVersions {
+		m[key] = r.max + 1
+		kreq := kmsg.RequestForKey(key)
+		for v := r.min; v <= r.max; v++ {
+			kreq.SetVersion(v)
+			if kreq.IsFlexible() {
+				m[key] = v
+				break
+			}
+		}
+	}
+	return m
+}()
 
 // errCloseConn asks serve to close the connection without a
 // response (an acks=0 produce that failed, as Kafka does).

@@ -45,9 +45,10 @@ func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []
 
 // rawConn is a hand-driven Kafka connection for protocol tests.
 type rawConn struct {
-	t  testing.TB
-	nc net.Conn
-	r  *bufio.Reader
+	t       testing.TB
+	nc      net.Conn
+	r       *bufio.Reader
+	scratch []byte // for skip
 }
 
 func dialRaw(t testing.TB, b *Broker) *rawConn {
