@@ -5,10 +5,9 @@
 //
 // Every request and response is encoded and decoded by
 // github.com/twmb/franz-go/pkg/kmsg; this package parses only the request
-// header. A connection is a three-stage pipeline — a reader that frames and
-// parses requests, a processor that handles them one at a time in arrival
-// order, and a writer — so pipelined requests overlap I/O with processing
-// while responses leave in request order, as Kafka requires.
+// header. One goroutine serves each connection: it reads a request, handles
+// it and writes its response before reading the next, so responses leave in
+// request order, as Kafka requires, without a goroutine handoff per request.
 //
 // The broker advertises exactly the APIs and version ranges in apiVersions
 // (see versions.go); a request for another API or version closes the

@@ -51,13 +51,13 @@ func FuzzRequest(f *testing.F) {
 		if len(frame) < 8 {
 			return // the reader rejects these before parsing
 		}
-		req, err := parseHeader(frame)
-		if err != nil {
+		var req request
+		if err := parseHeader(frame, &req); err != nil {
 			return
 		}
-		resp, err := c.handle(req)
+		resp, err := c.handle(&req)
 		if err == nil && resp != nil {
-			putBuf(resp.buf)
+			resp.done()
 		}
 	})
 }

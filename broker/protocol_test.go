@@ -60,12 +60,13 @@ func checkClientMessage(t *testing.T, code int16, msg *string) {
 
 // rawConn is a hand-driven Kafka connection for protocol tests.
 type rawConn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
+	t       testing.TB
+	nc      net.Conn
+	r       *bufio.Reader
+	scratch []byte // for skip
 }
 
-func dialRaw(t *testing.T, b *Broker) *rawConn {
+func dialRaw(t testing.TB, b *Broker) *rawConn {
 	nc, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func produceReq(topic string, partition int32, records []byte) *kmsg.ProduceRequ
 	return req
 }
 
-func produceRaw(t *testing.T, c *rawConn, topic string, partition int32, records []byte) kmsg.ProduceResponseTopicPartition {
+func produceRaw(t testing.TB, c *rawConn, topic string, partition int32, records []byte) kmsg.ProduceResponseTopicPartition {
 	t.Helper()
 	req := produceReq(topic, partition, records)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Benchmarks of the broker's hot paths over a real loopback connection,
+// driven by a raw client in the same process (so ns/op includes the
+// client's small share). For whole-system numbers see docs/benchmarks.md.
+//
+// Besides ns/op they report cpu-ns/op, the CPU time (user and system, all
+// threads) of the test process per operation, which on a shared machine is
+// a steadier measure than wall time.
+
+// cpuTimer measures process CPU time per benchmark operation.
+type cpuTimer struct{ start time.Duration }
+
+func startCPU(b *testing.B) cpuTimer {
+	b.ResetTimer()
+	return cpuTimer{processCPU()}
+}
+
+func (t cpuTimer) report(b *testing.B) {
+	if used := processCPU() - t.start; used > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// BenchmarkProduceRoundTrip sends one produce request at a time (acks=1,
+// one batch of n 1 KiB records) and waits for its response, as a producer
+// with one request in flight does: ns/op is the round trip.
+func BenchmarkProduceRoundTrip(b *testing.B) {
+	for _, n := range []int{1, 16} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			br := startBroker(b, "")
+			if _, err := br.meta.createTopic("bench", 1, nil); err != nil {
+				b.Fatal(err)
+			}
+			c := dialRaw(b, br)
+			batch := makeBatch(-1, -1, -1, n, make([]byte, 1024))
+			req := produceReq("bench", 0, batch)
+			req.Acks = 1
+			fm := kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench"))
+			frame := fm.AppendRequest(nil, req, 1)
+			b.SetBytes(int64(len(batch)))
+			b.ReportAllocs()
+			cpu := startCPU(b)
+			for range b.N {
+				if _, err := c.nc.Write(frame); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := c.recv(true); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu.report(b)
+		})
+	}
+}
+
+// BenchmarkFetchRoundTrip fetches 1 MiB from each of 6 partitions per
+// request, over and over from the start (the data is in the page cache):
+// the consume path without the client's decoding.
+func BenchmarkFetchRoundTrip(b *testing.B) {
+	br := startBroker(b, "")
+	const parts = 6
+	if _, err := br.meta.createTopic("bench", parts, nil); err != nil {
+		b.Fatal(err)
+	}
+	c := dialRaw(b, br)
+	batch := makeBatch(-1, -1, -1, 64, make([]byte, 1024)) // ~66 KiB
+	for p := int32(0); p < parts; p++ {
+		for range 32 { // ~2 MiB per partition
+			if r := produceRaw(b, c, "bench", p, batch); r.ErrorCode != 0 {
+				b.Fatal(r.ErrorCode)
+			}
+		}
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.SetVersion(12)
+	req.MaxBytes = 64 << 20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "bench"
+	for p := int32(0); p < parts; p++ {
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.Partition, fp.PartitionMaxBytes = p, 1<<20
+		ft.Partitions = append(ft.Partitions, fp)
+	}
+	req.Topics = append(req.Topics, ft)
+	fm := kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench"))
+	frame := fm.AppendRequest(nil, req, 1)
+	var bytes int64
+	b.ReportAllocs()
+	cpu := startCPU(b)
+	for range b.N {
+		if _, err := c.nc.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.skip()
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes += int64(n)
+	}
+	cpu.report(b)
+	b.SetBytes(bytes / int64(b.N))
+}
+
+// skip reads one response frame into a reused buffer and returns its size.
+func (c *rawConn) skip() (int, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(c.r, size[:]); err != nil {
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint32(size[:]))
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, n)
+	}
+	_, err := io.ReadFull(c.r, c.scratch[:n])
+	return n, err
+}
