@@ -302,7 +302,12 @@ func segmentExpired(seg *segment, cfg *Config, nowMs int64) bool {
 // written, data and indexes fsynced), starts a new active segment at the
 // log end offset and snapshots the producer state there. Rolling an empty
 // segment does nothing.
-func (l *Log) rollLocked() error {
+func (l *Log) rollLocked() error { return l.rollAtLocked(l.end.Load()) }
+
+// rollAtLocked is rollLocked with the new segment's base offset, which is
+// the log end offset or, for a follower's append that starts after a gap,
+// the first offset of the append (base >= l.end).
+func (l *Log) rollAtLocked(base int64) error {
 	old := l.active()
 	if old.size.Load() == 0 {
 		return nil
@@ -311,7 +316,6 @@ func (l *Log) rollLocked() error {
 		return l.fail("rolling the active segment", err)
 	}
 	l.unflushed, l.firstUnflushed = 0, -1
-	base := l.end.Load()
 	seg, err := createSegment(l.fs, l.dir, base, l.logger)
 	if err != nil {
 		return l.fail("rolling the active segment", err)

@@ -132,7 +132,8 @@ func (l *Log) CleanerError() error {
 }
 
 // errCleaningAborted ends a cleaning whose segments changed under it
-// (retention or DeleteRecords deleted some); it is not an error.
+// (retention or DeleteRecords deleted some) or that a truncation stopped;
+// it is not an error.
 var errCleaningAborted = errors.New("the segments being cleaned were deleted meanwhile")
 
 // cleanPlan is what a log's cleaning would cover.
@@ -246,11 +247,17 @@ func (c *Cleaner) cleanLocked(ctx context.Context, l *Log, force bool) (res Clea
 	if !plan.needed(cfg) && !(force && plan.dirtyBytes > 0) {
 		return res, nil
 	}
-	// Stop when the caller gives up or the log is closed.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(l.closeCtx, cancel)
+	// Stop when the caller gives up, the log is closed or truncated
+	// (TruncateTo cancels with errCleaningAborted and waits for cleanMu).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(l.closeCtx, func() { cancel(nil) })
 	defer stop()
+	l.cleanCancel.Store(&cancel)
+	defer l.cleanCancel.Store(nil)
+	if l.truncating.Load() > 0 {
+		return res, nil // a truncation is waiting: let it go first
+	}
 
 	began := time.Now()
 	res, err = c.clean(ctx, l, cfg, plan, nowMs)
@@ -263,7 +270,7 @@ func (c *Cleaner) cleanLocked(ctx context.Context, l *Log, force bool) (res Clea
 				"records_removed", res.RecordsRemoved, "duration", time.Since(began).Round(time.Millisecond))
 		}
 		return res, nil
-	case errors.Is(err, errCleaningAborted):
+	case errors.Is(err, errCleaningAborted), errors.Is(context.Cause(ctx), errCleaningAborted):
 		return res, nil
 	case l.usable() != nil:
 		// Closed meanwhile, or taken offline by a failed swap (logged then).

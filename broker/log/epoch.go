@@ -95,26 +95,27 @@ func (c *epochCache) truncateFromStart(start int64) bool {
 }
 
 // endOffsetFor answers OffsetForLeaderEpoch for the requested epoch given
-// the log end offset, following Kafka's LeaderEpochFileCache.endOffsetFor:
+// the log end offset, exactly as Kafka's LeaderEpochFileCache.endOffsetFor:
 //
-//   - no entries, or requested epoch -1: (-1, -1);
-//   - requested epoch >= the latest epoch: (latest epoch, log end offset).
-//     Kafka answers this only for the latest epoch itself (a newer epoch
-//     cannot be asked of a Kafka leader, which records its epoch in the cache
-//     on election); this log learns epochs from appends, so the leader's
-//     current epoch may be newer than the latest entry while no batch of it
-//     has been written, and the latest epoch's data does end at the log end;
+//   - requested epoch -1 (UNDEFINED_EPOCH), or no entries: (-1, -1);
+//   - requested epoch == the latest epoch: (latest epoch, log end offset);
+//   - requested epoch > the latest epoch: (-1, -1), as Kafka, whose leader
+//     records its epoch in the cache when elected (Log.AssignLeaderEpoch),
+//     so that its current epoch is always the latest;
 //   - requested epoch below the earliest entry: (requested epoch, start of
-//     the earliest entry), as Kafka: the data before that is gone, and a
-//     follower or consumer should truncate to there;
+//     the earliest entry): the data before that is gone, and a follower or
+//     consumer should truncate to there;
 //   - otherwise: (largest epoch <= requested, start of the next higher epoch).
 func (c *epochCache) endOffsetFor(epoch int32, end int64) (int32, int64) {
 	es := c.load()
 	if epoch < 0 || len(es) == 0 {
 		return -1, -1
 	}
-	if last := es[len(es)-1]; epoch >= last.epoch {
+	switch last := es[len(es)-1]; {
+	case epoch == last.epoch:
 		return last.epoch, end
+	case epoch > last.epoch:
+		return -1, -1
 	}
 	// First entry with a higher epoch.
 	i, _ := slices.BinarySearchFunc(es, epoch+1, func(e epochEntry, t int32) int {

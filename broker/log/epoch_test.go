@@ -31,8 +31,8 @@ func TestEndOffsetForEpoch(t *testing.T) {
 		{5, 4, 55},
 		{6, 4, 55},
 		{7, 7, leo}, // the latest epoch ends at the log end
-		{8, 7, leo}, // a newer epoch without data yet: the latest also ends at the log end
-		{1 << 30, 7, leo},
+		{8, -1, -1}, // newer than the latest: undefined, as in Kafka (a leader assigns its epoch when elected)
+		{1 << 30, -1, -1},
 	}
 	for _, tc := range cases {
 		if ep, off := c.endOffsetFor(tc.epoch, leo); ep != tc.wantEp || off != tc.wantOff {
@@ -132,8 +132,11 @@ func TestLeaderEpochsPersisted(t *testing.T) {
 	if l4.EndOffset() != 20 {
 		t.Fatalf("end %d", l4.EndOffset())
 	}
-	if ep, off := l4.EndOffsetForEpoch(5); ep != 2 || off != 20 {
+	if ep, off := l4.EndOffsetForEpoch(2); ep != 2 || off != 20 {
 		t.Fatalf("after truncation: %d %d", ep, off)
+	}
+	if ep, off := l4.EndOffsetForEpoch(5); ep != -1 || off != -1 {
+		t.Fatalf("an epoch truncated away: %d %d, want undefined", ep, off)
 	}
 	// The start offset folds earlier epochs.
 	if _, err := l4.DeleteRecordsBefore(12); err != nil {

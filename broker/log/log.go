@@ -53,6 +53,14 @@ type Log struct {
 	cleanErr      atomic.Pointer[error] // why the cleaner gave up on this log
 	closeCtx      context.Context       // ends when Close begins, stopping a cleaning
 	closeCancel   context.CancelFunc
+
+	// Replication (see hw.go and truncate.go).
+	hw          atomic.Int64                            // the high watermark as set; HighWatermark raises it to the log start
+	hwMu        sync.Mutex                              // orders SetHighWatermark with truncations, which lower end and hw together
+	hwUsed      atomic.Bool                             // the high watermark was set, or recovered from its checkpoint
+	hwWritten   int64                                   // under mu: the high watermark in the checkpoint file
+	truncating  atomic.Int32                            // truncations waiting for cleaning to pause
+	cleanCancel atomic.Pointer[context.CancelCauseFunc] // cancels the cleaning in progress
 }
 
 // Open opens (creating if needed) the log in dir and recovers it: see the
@@ -129,11 +137,17 @@ func (l *Log) Producers() []ProducerInfo {
 	return l.producers.infos()
 }
 
-// EndOffsetForEpoch answers OffsetForLeaderEpoch: the largest epoch <= epoch
-// known to the log and the first offset after the end of that epoch. It
-// returns (-1, -1) when the log knows no epoch (nothing was appended with a
-// leader epoch >= 0) or epoch is -1. See the epoch cache for the details,
-// which follow Kafka's LeaderEpochFileCache.endOffsetFor.
+// EndOffsetForEpoch answers OffsetForLeaderEpoch, exactly as Kafka's
+// LeaderEpochFileCache.endOffsetFor: the largest epoch <= epoch known to
+// the log and the first offset after the end of that epoch (the start of
+// the next higher epoch), or the log end offset for the latest epoch. For
+// an epoch below the earliest one it knows it returns (epoch, start of the
+// earliest epoch). It returns (-1, -1), UNDEFINED_EPOCH and
+// UNDEFINED_EPOCH_OFFSET, when epoch is -1, when the log knows no epoch
+// (nothing was appended with a leader epoch >= 0 and none was assigned)
+// and when epoch is newer than the latest epoch: a leader must record its
+// epoch with AssignLeaderEpoch when elected, before answering for it.
+// Followers compare it with their own log to find where they diverge.
 func (l *Log) EndOffsetForEpoch(epoch int32) (leaderEpoch int32, endOffset int64) {
 	return l.epochs.endOffsetFor(epoch, l.end.Load())
 }
@@ -183,14 +197,18 @@ func (l *Log) wake() {
 	l.waitMu.Unlock()
 }
 
-// Flush fsyncs everything appended so far.
+// Flush fsyncs everything appended so far and checkpoints the high
+// watermark if it changed.
 func (l *Log) Flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
-	return l.flushLocked()
+	if err := l.flushLocked(); err != nil {
+		return err
+	}
+	return l.writeHighWatermarkLocked()
 }
 
 // flushLocked fsyncs the active segment; rolled segments were fsynced when
@@ -206,8 +224,8 @@ func (l *Log) flushLocked() error {
 	return nil
 }
 
-// Close flushes, writes the producer state snapshot and the active
-// segment's indexes, and closes all files (a file still being read is
+// Close flushes, writes the producer state snapshot, the active segment's
+// indexes and the high watermark checkpoint, and closes all files (a file still being read is
 // closed when its last read ends). A cleaning of the log in progress is
 // stopped, and Close returns after it has (a cleaned segment already
 // swapped in stays). It is idempotent; later calls of other methods return
@@ -246,7 +264,8 @@ func (l *Log) closeLocked() (bool, error) {
 }
 
 // flushAllLocked makes the whole state durable: the active segment's data
-// and indexes and a producer snapshot at the log end offset.
+// and indexes, a producer snapshot at the log end offset and the high
+// watermark.
 func (l *Log) flushAllLocked() error {
 	if err := l.active().f.Sync(); err != nil {
 		return l.fail("fsync of the active segment", err)
@@ -258,7 +277,7 @@ func (l *Log) flushAllLocked() error {
 	if err := l.writeSnapshotLocked(l.end.Load()); err != nil {
 		return err
 	}
-	return nil
+	return l.writeHighWatermarkLocked()
 }
 
 // Delete closes the log and removes its directory. A failure to flush on

@@ -113,9 +113,18 @@ func (e *producerEntry) checkBatch(h *BatchHeader, firstOff int64) error {
 }
 
 // replay records a batch without validation: for batches read back from
-// the log on recovery, and after checkBatch.
+// the log on recovery, batches a follower copies from its leader, and
+// after checkBatch. A control batch (a transaction marker, which only a
+// leader's transaction coordinator writes) moves the producer to its epoch
+// and ends its transaction but is no batch of sequences to deduplicate, as
+// in Kafka's ProducerAppendInfo.appendEndTxnMarker.
 func (e *producerEntry) replay(h *BatchHeader, firstOff int64) {
 	e.setEpoch(h.ProducerEpoch)
+	if h.IsControl() {
+		e.lastTs = h.MaxTimestamp
+		e.txnStart = -1
+		return
+	}
 	e.addBatch(batchMeta{
 		firstSeq: h.BaseSequence,
 		lastSeq:  h.LastSequence(),

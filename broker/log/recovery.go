@@ -13,17 +13,21 @@ type segmentFiles struct {
 	log, index, timeIndex bool
 }
 
-// recover loads the log directory: it removes leftovers of interrupted
+// recover loads the log directory: it completes an interrupted swap of a
+// cleaned segment or truncation, removes leftovers of interrupted
 // operations, opens the segments, checks or rebuilds the indexes of the
 // older segments, validates the last segment batch by batch and truncates a
-// torn tail, and restores the log start offset, the leader epoch cache and
-// the producer state. Errors are I/O errors; damaged data is repaired and
-// logged.
+// torn tail, and restores the log start offset, the high watermark, the
+// leader epoch cache and the producer state. Errors are I/O errors;
+// damaged data is repaired and logged.
 func (l *Log) recover() error {
 	if err := l.fs.MkdirAll(l.dir, 0o755); err != nil {
 		return fmt.Errorf("creating the directory: %w", err)
 	}
 	if err := l.finishSwaps(); err != nil {
+		return err
+	}
+	if err := l.finishTruncation(); err != nil {
 		return err
 	}
 	names, err := l.fs.ReadDir(l.dir)
@@ -182,6 +186,7 @@ func (l *Log) recover() error {
 	}
 	l.start.Store(start)
 	l.end.Store(end)
+	l.recoverHighWatermark(start, end)
 	if ckErr != nil || ckStart != start {
 		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, startOffsetFile), encodeStartOffset(start)); err != nil {
 			return fmt.Errorf("writing the log start offset checkpoint: %w", err)
@@ -195,6 +200,14 @@ func (l *Log) recover() error {
 		return err
 	}
 	l.loadCleanerCheckpoint()
+	if fd := l.firstDirty.Load(); fd > end {
+		// The tail it covered is gone (a truncation, or data that was
+		// never fsynced): what is appended there next was never cleaned.
+		l.firstDirty.Store(end)
+		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, cleanerCkptFile), encodeCleanerCheckpoint(end, l.deleteHorizon.Load())); err != nil {
+			return fmt.Errorf("writing the cleaner checkpoint: %w", err)
+		}
+	}
 	return l.recoverProducers(segs, snaps, end, nowMs, cfg)
 }
 
@@ -363,7 +376,7 @@ func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Confi
 	s.offsets.reset(nil)
 	s.times.reset(nil)
 	s.bytesSinceIndex = 0
-	res, err := scanBatches(s.f, s.base, size, true, func(h *BatchHeader, pos int64) string {
+	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
 		if h.LastOffset() >= end {
 			return fmt.Sprintf("last offset %d overlaps the next segment, which starts at %d", h.LastOffset(), end)
 		}
@@ -480,7 +493,7 @@ func (l *Log) recoverLastSegment(s *segment, cfg *Config, nowMs int64) ([]epochE
 		firstTs int64 = -1
 		any     bool
 	)
-	res, err := scanBatches(s.f, s.base, size, false, func(h *BatchHeader, pos int64) string {
+	res, err := scanBatches(s.f, s.base, size, func(h *BatchHeader, pos int64) string {
 		s.track(h, pos, cfg.IndexIntervalBytes)
 		if !any {
 			any, firstTs = true, h.MaxTimestamp

@@ -14,7 +14,8 @@ import (
 //   - deletes the oldest segments while the log is larger than
 //     retention.bytes by at least the segment's size;
 //   - expires idle idempotent producers (Config.ProducerExpiration);
-//   - fsyncs if the oldest unflushed append is older than flush.ms.
+//   - fsyncs if the oldest unflushed append is older than flush.ms;
+//   - checkpoints the high watermark if it changed.
 //
 // As in Kafka, the active segment is deleted only when it is expired and
 // not empty: the log is rolled first, so the log always has an active
@@ -73,7 +74,7 @@ func (l *Log) Maintain() (deleted int, err error) {
 			return deleted, err
 		}
 	}
-	return deleted, nil
+	return deleted, l.writeHighWatermarkLocked()
 }
 
 // countDeletable counts the oldest segments, in order, for which del

@@ -49,6 +49,7 @@ type segment struct {
 
 	refs    atomic.Int32
 	deleted atomic.Bool
+	gone    chan struct{} // closed when the last reference is released
 }
 
 func newSegment(fsys FS, dir string, base int64, f File, logger *slog.Logger) *segment {
@@ -56,6 +57,7 @@ func newSegment(fsys FS, dir string, base int64, f File, logger *slog.Logger) *s
 	s.next.Store(base)
 	s.firstTs.Store(unknownTs)
 	s.refs.Store(1)
+	s.gone = make(chan struct{})
 	return s
 }
 
@@ -97,11 +99,12 @@ func (s *segment) acquire() bool {
 }
 
 // release drops a reference; the last one closes the file and, if the
-// segment was deleted, removes its files.
+// segment was deleted, removes its files, then closes gone.
 func (s *segment) release() {
 	if s.refs.Add(-1) != 0 {
 		return
 	}
+	defer close(s.gone)
 	if err := s.f.Close(); err != nil {
 		s.logger.Warn("closing segment file", "segment", s.path(logSuffix), "err", err)
 	}
@@ -280,16 +283,19 @@ type scanResult struct {
 }
 
 // scanBatches reads the segment file sequentially from position 0 to size,
-// validating each batch (structure, CRC-32C and that its base offset
-// continues the previous batch's offsets, starting at base) and calling fn
-// for it. It stops at the first invalid batch, or at a batch for which fn
-// returns a reason to stop. Only I/O errors are returned as errors; invalid
-// data is reported in the result.
+// validating each batch (ValidateStoredBatch: structure and CRC-32C; and
+// that its base offset is at least the segment's base offset and lies
+// after the previous batch's last offset) and calling fn for it. It stops
+// at the first invalid batch, or at a batch for which fn returns a reason
+// to stop. Only I/O errors are returned as errors; invalid data is
+// reported in the result.
 //
-// For an older segment (not the last one), which the cleaner may have
-// rewritten, batches are validated as stored batches (ValidateStoredBatch)
-// and a batch's base offset may leave a gap after the previous batch.
-func scanBatches(f File, base, size int64, older bool, fn func(h *BatchHeader, pos int64) string) (scanResult, error) {
+// Batches are validated as stored batches and offsets may leave gaps,
+// because segments hold what the cleaner writes (see Compaction) and, in
+// any segment including the last one, batches a follower copied from a
+// compacted leader (see Replication), as Kafka's LogSegment.recover
+// accepts them.
+func scanBatches(f File, base, size int64, fn func(h *BatchHeader, pos int64) string) (scanResult, error) {
 	const chunk = 1 << 20
 	buf := make([]byte, min(chunk, size))
 	var (
@@ -327,12 +333,12 @@ func scanBatches(f File, base, size int64, older bool, fn func(h *BatchHeader, p
 			continue // recompute with the length field in hand
 		}
 		b := buf[pos-bufStart : pos-bufStart+int64(needBytes)]
-		h, err := validateBatch(b, older)
+		h, err := validateBatch(b, true)
 		if err != nil {
 			stopWhy = fmt.Sprintf("invalid batch at position %d: %v", pos, err)
 			break
 		}
-		if h.BaseOffset != next && !(older && h.BaseOffset > next) {
+		if h.BaseOffset < next {
 			stopWhy = fmt.Sprintf("batch at position %d has base offset %d, want %d", pos, h.BaseOffset, next)
 			break
 		}
