@@ -21,6 +21,11 @@ func startTestCluster(t *testing.T) (addr string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.Serve() }()
+	select {
+	case <-b.Joined():
+	case err := <-done:
+		t.Fatalf("broker: %v", err)
+	}
 	t.Cleanup(func() {
 		b.Close()
 		if err := <-done; err != nil {

@@ -39,9 +39,7 @@ func BenchmarkProduceRoundTrip(b *testing.B) {
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
 			br := startBroker(b, "")
-			if _, err := br.meta.createTopic("bench", 1, nil); err != nil {
-				b.Fatal(err)
-			}
+			brokerTopic(b, br, "bench", 1, nil)
 			c := dialRaw(b, br)
 			batch := makeBatch(-1, -1, -1, n, make([]byte, 1024))
 			req := produceReq("bench", 0, batch)
@@ -70,9 +68,7 @@ func BenchmarkProduceRoundTrip(b *testing.B) {
 func BenchmarkFetchRoundTrip(b *testing.B) {
 	br := startBroker(b, "")
 	const parts = 6
-	if _, err := br.meta.createTopic("bench", parts, nil); err != nil {
-		b.Fatal(err)
-	}
+	brokerTopic(b, br, "bench", parts, nil)
 	c := dialRaw(b, br)
 	batch := makeBatch(-1, -1, -1, 64, make([]byte, 1024)) // ~66 KiB
 	for p := int32(0); p < parts; p++ {

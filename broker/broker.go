@@ -32,6 +32,9 @@ type Broker struct {
 	advertisePort int32
 
 	meta     *metaStore
+	link     *controllerLink
+	fetchers *fetchers
+	pids     pidAllocator
 	groups   *groupCoordinator
 	registry *prometheus.Registry
 	cleaner  *vlog.Cleaner // nil when log-cleaner-threads is 0
@@ -45,6 +48,7 @@ type Broker struct {
 	bgWG    sync.WaitGroup
 
 	ready     atomic.Bool
+	joined    chan struct{} // closed when Serve has joined the cluster (or failed to)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -62,13 +66,12 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	meta, err := openMetaStore(cfg, logger)
+	meta, err := newMetaStore(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		meta.close()
 		return nil, fmt.Errorf("listening for Kafka clients on %s: %w", cfg.Listen, err)
 	}
 	adv := cfg.Advertise
@@ -79,7 +82,6 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port <= 0 || port > 65535 {
 		ln.Close()
-		meta.close()
 		return nil, fmt.Errorf("advertised address %q has no usable port", adv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,9 +95,17 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		ctx:           ctx,
 		cancel:        cancel,
 		conns:         make(map[*conn]struct{}),
+		joined:        make(chan struct{}),
 	}
+	b.fetchers = newFetchers(b)
 	b.groups = newGroupCoordinator(b)
+	meta.hooks = b
 	b.registry = newRegistry(b)
+	if b.link, err = newControllerLink(b); err != nil {
+		ln.Close()
+		cancel()
+		return nil, err
+	}
 	if cfg.LogCleanerThreads > 0 {
 		b.cleaner = vlog.NewCleaner(vlog.CleanerConfig{
 			IOMaxBytesPerSecond: cfg.LogCleanerIOMaxBytesPerSecond,
@@ -106,11 +116,17 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	return b, nil
 }
 
+// Joined is closed once Serve has registered with the controller quorum
+// and applied its metadata image (the logs of this broker's replicas are
+// open), or failed to.
+func (b *Broker) Joined() <-chan struct{} { return b.joined }
+
 // Addr returns the address the Kafka listener is bound to.
 func (b *Broker) Addr() string { return b.ln.Addr().String() }
 
-// ClusterID returns the cluster id reported to clients.
-func (b *Broker) ClusterID() string { return b.meta.clusterID }
+// ClusterID returns the cluster id reported to clients (empty until the
+// broker has the metadata image).
+func (b *Broker) ClusterID() string { return b.meta.clusterIDNow() }
 
 // Serve accepts Kafka connections until Close. It returns nil after Close.
 func (b *Broker) Serve() error {
@@ -123,8 +139,29 @@ func (b *Broker) Serve() error {
 	}
 	b.bgWG.Add(1)
 	b.connsMu.Unlock()
+	// Join the cluster before taking clients: register, take the image
+	// (opening the logs of the replicas it assigns here), then follow it.
+	if err := b.link.register(b.ctx); err != nil {
+		b.bgWG.Done()
+		close(b.joined)
+		return b.startError(err)
+	}
+	offset, err := b.link.loadImage(b.ctx)
+	if err != nil {
+		b.bgWG.Done()
+		close(b.joined)
+		return b.startError(err)
+	}
+	b.link.start(offset)
+	if err := b.link.awaitUnfenced(b.ctx); err != nil {
+		b.bgWG.Done()
+		close(b.joined)
+		return b.startError(err)
+	}
+	close(b.joined)
+	b.bgWG.Add(1)
+	go func() { defer b.bgWG.Done(); b.isrLoop() }()
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
-	b.groups.start()
 	if b.cleaner != nil {
 		for range b.cfg.LogCleanerThreads {
 			b.bgWG.Add(1)
@@ -184,13 +221,28 @@ func (b *Broker) Serve() error {
 	}
 }
 
-// Close stops accepting connections, answers the requests already received
-// (long-poll fetches return at once with what they have), closes every
-// connection, and flushes and closes every partition log.
+// startError is what Serve returns when joining the cluster failed: nothing
+// if Close interrupted it.
+func (b *Broker) startError(err error) error {
+	if b.ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Close moves this broker's leaderships to other replicas (controlled
+// shutdown), stops accepting connections, answers the requests already
+// received (long-poll fetches return at once with what they have), closes
+// every connection, and flushes and closes every partition log.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
-		b.ready.Store(false)
+		wasReady := b.ready.Swap(false)
 		b.logger.Info("broker shutting down")
+		if wasReady {
+			ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ShutdownTimeout/2)
+			b.link.controlledShutdown(ctx)
+			cancel()
+		}
 		b.cancel()
 		b.ln.Close()
 		b.connsMu.Lock()
@@ -212,7 +264,9 @@ func (b *Broker) Close() error {
 			<-done
 		}
 		b.bgWG.Wait()
+		b.fetchers.close()
 		b.groups.close()
+		b.link.close()
 		b.closeErr = b.meta.close()
 		b.logger.Info("broker stopped")
 	})

@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"context"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -20,17 +22,43 @@ func (b *Broker) handleInitProducerID(r *kmsg.InitProducerIDRequest) kmsg.Respon
 			"transactional_id", *r.TransactionalID)
 		return resp
 	}
-	id, err := b.meta.nextProducerID()
+	ctx, cancel := b.adminContext()
+	defer cancel()
+	id, err := b.pids.allocate(ctx, b)
 	if err != nil {
 		b.logger.Error("allocating a producer id failed", "err", err)
-		resp.ErrorCode = kerr.KafkaStorageError.Code
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		return resp
 	}
 	resp.ProducerID, resp.ProducerEpoch = id, 0
 	return resp
 }
 
-// handleDescribeCluster describes this single-broker cluster.
+// pidAllocator hands out producer ids from blocks the controller quorum
+// reserves for this broker, so ids are unique across the cluster and
+// restarts (Kafka's AllocateProducerIds).
+type pidAllocator struct {
+	mu        sync.Mutex
+	nextID, end int64
+}
+
+func (a *pidAllocator) allocate(ctx context.Context, b *Broker) (int64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.nextID >= a.end {
+		blk, err := b.link.cl.AllocateProducerIDs(ctx, b.cfg.NodeID, b.link.brokerEpoch())
+		if err != nil {
+			return 0, err
+		}
+		a.nextID, a.end = blk.FirstID, blk.FirstID+blk.Count
+	}
+	id := a.nextID
+	a.nextID++
+	return id, nil
+}
+
+// handleDescribeCluster describes the brokers of the cluster (those alive
+// in the image).
 func (b *Broker) handleDescribeCluster(r *kmsg.DescribeClusterRequest) kmsg.Response {
 	resp := r.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.EndpointType = r.EndpointType
@@ -39,14 +67,13 @@ func (b *Broker) handleDescribeCluster(r *kmsg.DescribeClusterRequest) kmsg.Resp
 		resp.ErrorMessage = strp("only broker endpoints (type 1) can be described")
 		return resp
 	}
-	resp.ClusterID = b.meta.clusterID
+	resp.ClusterID = b.meta.clusterIDNow()
 	resp.ControllerID = b.cfg.NodeID
-	rb := kmsg.NewDescribeClusterResponseBroker()
-	rb.NodeID, rb.Host, rb.Port = b.cfg.NodeID, b.advertiseHost, b.advertisePort
-	if b.cfg.Rack != "" {
-		rb.Rack = strp(b.cfg.Rack)
+	for _, mb := range b.metadataBrokers(b.meta.topics.Load()) {
+		rb := kmsg.NewDescribeClusterResponseBroker()
+		rb.NodeID, rb.Host, rb.Port, rb.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
+		resp.Brokers = append(resp.Brokers, rb)
 	}
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{rb}
 	return resp
 }
 
@@ -67,6 +94,9 @@ func (b *Broker) handleDescribeLogDirs(r *kmsg.DescribeLogDirsRequest) kmsg.Resp
 		dt := kmsg.NewDescribeLogDirsResponseDirTopic()
 		dt.Topic = t.name
 		for _, p := range parts {
+			if p.log == nil {
+				continue // not hosted here
+			}
 			dp := kmsg.NewDescribeLogDirsResponseDirTopicPartition()
 			dp.Partition = p.index
 			dp.Size = p.log.Size()
@@ -112,9 +142,10 @@ func (b *Broker) handleDescribeProducers(r *kmsg.DescribeProducersRequest) kmsg.
 			switch p := t.partition(i); {
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case p.log.Offline() != nil:
-				sp.ErrorCode = kerr.KafkaStorageError.Code
 			default:
+				if sp.ErrorCode = leaderError(p, -1); sp.ErrorCode != 0 {
+					break
+				}
 				for _, pi := range p.log.Producers() {
 					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
 					ap.ProducerID = pi.ProducerID

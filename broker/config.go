@@ -9,11 +9,13 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigilhq/vigil/broker/group"
+	"github.com/vigilhq/vigil/controller"
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
@@ -50,6 +52,31 @@ type Config struct {
 	Cell string `yaml:"cell"`
 	// DataDir holds the partition logs and the broker's own state.
 	DataDir string `yaml:"data-dir"`
+
+	// Controllers are the HTTP API addresses (host:port) of the controller
+	// quorum. Empty runs a single-node quorum inside this process, under
+	// DataDir/controller (combined mode, for a lone broker).
+	Controllers []string `yaml:"controllers"`
+	// ControllerToken is the quorum's admin token, if it has one.
+	ControllerToken string `yaml:"controller-token"`
+	// BrokerHeartbeatInterval is how often the broker heartbeats to the
+	// quorum (broker.heartbeat.interval.ms).
+	BrokerHeartbeatInterval time.Duration `yaml:"broker-heartbeat-interval"`
+	// BrokerSessionTimeout is the session timeout of the embedded quorum
+	// (combined mode): a broker not heard from for this long is fenced
+	// (broker.session.timeout.ms). A separate quorum has its own.
+	BrokerSessionTimeout time.Duration `yaml:"broker-session-timeout"`
+	// ReplicaLagTimeMax is how long a follower may stay behind the
+	// leader's log end before it leaves the ISR (replica.lag.time.max.ms).
+	ReplicaLagTimeMax time.Duration `yaml:"replica-lag-time-max"`
+	// DefaultReplicationFactor is the replication factor of topics created
+	// without one (auto-created, or CreateTopics with -1)
+	// (default.replication.factor).
+	DefaultReplicationFactor int16 `yaml:"default-replication-factor"`
+	// OffsetsTopicReplicationFactor is the replication factor of
+	// __consumer_offsets when it is created; fewer live brokers in the
+	// cell make it smaller (offsets.topic.replication.factor).
+	OffsetsTopicReplicationFactor int16 `yaml:"offsets-topic-replication-factor"`
 
 	// SocketRequestMaxBytes is the largest request accepted; a larger size
 	// prefix closes the connection (socket.request.max.bytes).
@@ -123,6 +150,11 @@ func DefaultConfig() Config {
 		RetentionCheckInterval: 30 * time.Second,
 		ShutdownTimeout:        10 * time.Second,
 
+		BrokerHeartbeatInterval:       defaultHeartbeatInterval,
+		BrokerSessionTimeout:          controller.DefaultSessionTimeout,
+		ReplicaLagTimeMax:             30 * time.Second,
+		DefaultReplicationFactor:      1,
+		OffsetsTopicReplicationFactor: 3,
 		OffsetsTopicPartitions:        50,
 		GroupLagTopN:                  100,
 		GroupMinSessionTimeout:        g.MinSessionTimeout,
@@ -201,6 +233,29 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.RetentionCheckInterval, "retention-check-interval", c.RetentionCheckInterval, "how often retention and time-based rolling run")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown waits for in-flight requests")
+	fs.Func("controllers", "controller quorum HTTP addresses, host:port,... (empty: run a single-node quorum in this process)", func(s string) error {
+		c.Controllers = nil
+		for _, a := range strings.Split(s, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Controllers = append(c.Controllers, a)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&c.ControllerToken, "controller-token", c.ControllerToken, "the controller quorum's admin token")
+	fs.DurationVar(&c.BrokerHeartbeatInterval, "broker-heartbeat-interval", c.BrokerHeartbeatInterval, "how often the broker heartbeats to the controller quorum")
+	fs.DurationVar(&c.BrokerSessionTimeout, "broker-session-timeout", c.BrokerSessionTimeout, "combined mode: how long the embedded quorum waits for a heartbeat before fencing a broker")
+	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
+	fs.Func("default-replication-factor", "replication factor of topics created without one", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 16)
+		c.DefaultReplicationFactor = int16(v)
+		return err
+	})
+	fs.Func("offsets-topic-replication-factor", "replication factor of __consumer_offsets when it is created", func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 16)
+		c.OffsetsTopicReplicationFactor = int16(v)
+		return err
+	})
 	int32Flag(fs, "offsets-topic-num-partitions", "partitions of __consumer_offsets when it is created", &c.OffsetsTopicPartitions)
 	fs.DurationVar(&c.GroupMinSessionTimeout, "group-min-session-timeout", c.GroupMinSessionTimeout, "shortest session timeout a classic group member may ask for")
 	fs.DurationVar(&c.GroupMaxSessionTimeout, "group-max-session-timeout", c.GroupMaxSessionTimeout, "longest session timeout a classic group member may ask for")
@@ -261,6 +316,20 @@ func (c *Config) Validate() error {
 	}
 	if c.RetentionCheckInterval <= 0 {
 		return fmt.Errorf("retention-check-interval must be positive, got %v", c.RetentionCheckInterval)
+	}
+	for _, a := range c.Controllers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("controllers: %q is not host:port: %v", a, err)
+		}
+	}
+	if c.BrokerHeartbeatInterval <= 0 || c.BrokerSessionTimeout <= c.BrokerHeartbeatInterval {
+		return fmt.Errorf("broker-heartbeat-interval (%v) must be positive and shorter than broker-session-timeout (%v)", c.BrokerHeartbeatInterval, c.BrokerSessionTimeout)
+	}
+	if c.ReplicaLagTimeMax <= 0 {
+		return fmt.Errorf("replica-lag-time-max must be positive, got %v", c.ReplicaLagTimeMax)
+	}
+	if c.DefaultReplicationFactor < 1 || c.OffsetsTopicReplicationFactor < 1 {
+		return fmt.Errorf("default-replication-factor and offsets-topic-replication-factor must be at least 1, got %d and %d", c.DefaultReplicationFactor, c.OffsetsTopicReplicationFactor)
 	}
 	if c.OffsetsTopicPartitions < 1 || c.OffsetsTopicPartitions > maxPartitions {
 		return fmt.Errorf("offsets-topic-num-partitions must be 1..%d, got %d", maxPartitions, c.OffsetsTopicPartitions)

@@ -1,14 +1,16 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/vigilhq/vigil/controller"
 )
 
 // handleDescribeConfigs describes topics (every topic config with value,
@@ -274,13 +276,36 @@ func (b *Broker) alterTopicConfigs(typ kmsg.ConfigResourceType, name string, val
 	default:
 		return kerr.InvalidRequest.Code, fmt.Sprintf("altering configs of resource type %v is not supported", typ)
 	}
-	err := b.meta.updateConfigs(name, compute, validateOnly)
+	err := b.updateConfigs(name, compute, validateOnly)
 	if err == nil {
 		return 0, ""
 	}
-	var ke *kerr.Error
-	if !errors.As(err, &ke) {
-		ke = kerr.KafkaStorageError
+	code, msg := errorCodeOf(err, kerr.UnknownServerError)
+	return code.Code, msg
+}
+
+// updateConfigs computes a topic's new config overrides from its current
+// ones, checks them and, unless validateOnly, has the quorum store them,
+// answering once this broker's image has them.
+func (b *Broker) updateConfigs(name string, compute func(cur map[string]string) (map[string]string, error), validateOnly bool) error {
+	t := b.meta.lookup(name)
+	if t == nil {
+		return errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
 	}
-	return ke.Code, unwrapMessage(err)
+	configs, err := compute(t.configs)
+	if err != nil {
+		return err
+	}
+	if err := checkTopicConfigs(configs, b.cfg.TopicDefaults); err != nil {
+		return errorf(kerr.InvalidConfig, "%v", err)
+	}
+	ctx, cancel := b.adminContext()
+	defer cancel()
+	if _, err := b.link.cl.AlterConfigs(ctx, controller.AlterConfigsRequest{Topic: name, Set: configs, Replace: true, ValidateOnly: validateOnly}); err != nil || validateOnly {
+		return err
+	}
+	return b.meta.waitFor(ctx, func(set *topicSet) bool {
+		cur := set.byName[name]
+		return cur == nil || maps.Equal(cur.configs, configs)
+	})
 }

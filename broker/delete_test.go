@@ -60,7 +60,7 @@ func TestDeleteThenRecreateKeepsNewData(t *testing.T) {
 
 	deleted := make(chan error, 1)
 	old := b.meta.lookup("rc")
-	go func() { deleted <- b.meta.deleteTopic(old) }()
+	go func() { deleted <- b.deleteTopic(ctx, old) }()
 	select {
 	case <-fsys.entered: // the old topic's directory is being removed
 	case <-ctx.Done():
@@ -136,7 +136,7 @@ func TestDeleteDirsRemovedAtStart(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	id := newUUID()
+	id := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	left := []string{
 		deleteDirName("gone", 0, id),
 		deleteDirName("gone", 1, id),

@@ -35,12 +35,25 @@ type fetchPart struct {
 	errCode int16 // set when the partition could not be resolved
 	out     *kmsg.FetchResponseTopicPartition
 	buf     *[]byte
+	// diverged is set for a follower whose log went another way: the
+	// answer carries the diverging epoch and no records.
+	diverged bool
 }
 
 // handleFetch reads whole batches from each requested partition, waiting up
-// to MaxWaitMillis (woken by appends, never polling) until MinBytes are
-// available. The response never exceeds MaxBytes except that the first
-// partition with data always returns at least one whole batch (KIP-74).
+// to MaxWaitMillis (woken by appends and high watermark moves, never
+// polling) until MinBytes are available. The response never exceeds
+// MaxBytes except that the first partition with data always returns at
+// least one whole batch (KIP-74).
+//
+// Only leaders serve fetches. A consumer reads up to the high watermark; a
+// follower (the request names a replica id) reads up to the log end, and
+// its fetch offset tells the leader how far its log is, which advances the
+// high watermark and the ISR (replication.go). A follower whose last
+// fetched epoch ends earlier in the leader's log than it thinks gets the
+// diverging epoch (KIP-320) and truncates. A fetch sent to a broker that
+// does not lead a partition gets NOT_LEADER_OR_FOLLOWER with the current
+// leader (KIP-951).
 func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func(), error) {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
 	if r.Version >= 7 && r.SessionEpoch != 0 && r.SessionEpoch != -1 {
@@ -48,6 +61,12 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		return resp, nil, nil
 	}
+	replica := r.ReplicaID
+	if r.Version >= 15 {
+		replica = r.ReplicaState.ID
+	}
+	now := time.Now()
+	leaders := map[int32]bool{}
 
 	var parts []fetchPart
 	resp.Topics = make([]kmsg.FetchResponseTopic, len(r.Topics))
@@ -77,11 +96,19 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 				fp.errCode = kerr.UnknownTopicOrPartition.Code
 			default:
 				fp.p = p
-				fp.errCode = checkLeaderEpoch(p, rp.CurrentLeaderEpoch)
+				fp.errCode = leaderError(p, rp.CurrentLeaderEpoch)
+				if fp.errCode == kerr.NotLeaderForPartition.Code || fp.errCode == kerr.FencedLeaderEpoch.Code {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leaderID(), p.leaderEpoch()
+					leaders[p.leaderID()] = true
+				}
+				if fp.errCode == 0 && replica >= 0 {
+					fp.errCode, fp.diverged = b.followerFetch(p, replica, rp, sp, now)
+				}
 			}
 			parts = append(parts, fp)
 		}
 	}
+	resp.Brokers = b.fetchEndpoints(leaders)
 	release := func() {
 		for i := range parts {
 			putBuf(parts[i].buf)
@@ -112,7 +139,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		}
 	}()
 	for {
-		total, errored := b.readFetch(parts, maxBytes)
+		total, errored := b.readFetch(parts, maxBytes, replica >= 0)
 		if total >= int(r.MinBytes) || errored || wait <= 0 || c.ctx.Err() != nil {
 			break
 		}
@@ -145,9 +172,43 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 	return resp, release, nil
 }
 
+// followerFetch records a follower's fetch and checks its log against the
+// leader's: when the follower's last fetched epoch ends before its fetch
+// offset here (or is unknown here), it gets the diverging epoch and
+// truncates (KIP-320).
+func (b *Broker) followerFetch(p *partition, replica int32, rp *kmsg.FetchRequestTopicPartition, sp *kmsg.FetchResponseTopicPartition, now time.Time) (int16, bool) {
+	if rp.LastFetchedEpoch >= 0 {
+		epoch, end := p.log.EndOffsetForEpoch(rp.LastFetchedEpoch)
+		if end < rp.FetchOffset || epoch < rp.LastFetchedEpoch {
+			sp.DivergingEpoch.Epoch, sp.DivergingEpoch.EndOffset = epoch, end
+			if epoch < 0 || end < 0 {
+				// Nothing in common is known: start from scratch.
+				sp.DivergingEpoch.Epoch, sp.DivergingEpoch.EndOffset = 0, p.log.StartOffset()
+			}
+			return 0, true
+		}
+	}
+	if !p.updateFollower(replica, rp.FetchOffset, now) {
+		return kerr.NotLeaderForPartition.Code, false
+	}
+	return 0, false
+}
+
+// fetchEndpoints returns the endpoints of the given leaders (KIP-951).
+func (b *Broker) fetchEndpoints(ids map[int32]bool) []kmsg.FetchResponseBroker {
+	var out []kmsg.FetchResponseBroker
+	for _, e := range b.produceEndpoints(ids) {
+		fb := kmsg.NewFetchResponseBroker()
+		fb.NodeID, fb.Host, fb.Port, fb.Rack = e.NodeID, e.Host, e.Port, e.Rack
+		out = append(out, fb)
+	}
+	return out
+}
+
 // readFetch reads every partition once (replacing earlier reads) and
-// returns the bytes read and whether any partition has an error.
-func (b *Broker) readFetch(parts []fetchPart, maxBytes int) (total int, errored bool) {
+// returns the bytes read and whether any partition has an error. A
+// follower reads up to the log end, a consumer up to the high watermark.
+func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (total int, errored bool) {
 	minOne := true
 	for i := range parts {
 		fp := &parts[i]
@@ -172,8 +233,16 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int) (total int, errored 
 			errored = true
 			continue
 		}
-		hw := p.log.EndOffset()
+		hw := p.log.HighWatermark()
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = hw, hw, p.log.StartOffset()
+		if fp.diverged {
+			errored = true // answer at once
+			continue
+		}
+		upTo := hw
+		if follower {
+			upTo = p.log.EndOffset()
+		}
 		limit := int(fp.rp.PartitionMaxBytes)
 		if rem := maxBytes - total; rem < limit {
 			limit = rem
@@ -181,13 +250,13 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int) (total int, errored 
 		if limit <= 0 && !minOne {
 			continue
 		}
-		if fp.rp.FetchOffset == hw {
+		if fp.rp.FetchOffset == upTo {
 			continue
 		}
 		// Read at most fetchReadMax bytes (more only for a larger first
 		// batch): the pooled buffer then always fits.
 		fp.buf = getBuf(min(max(limit, 1), fetchReadMax))
-		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, min(max(limit, 1), fetchReadMax), hw)
+		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, min(max(limit, 1), fetchReadMax), upTo)
 		if err != nil {
 			sp.ErrorCode, _ = p.errorCode(err)
 			errored = true

@@ -40,9 +40,7 @@ func FuzzRequest(f *testing.F) {
 	seed(md)
 
 	b := startBroker(f, "", func(c *Config) { c.AutoCreateTopics = false })
-	if _, err := b.meta.createTopic("fuzz", 2, nil); err != nil {
-		f.Fatal(err)
-	}
+	brokerTopic(f, b, "fuzz", 2, nil)
 	client, server := net.Pipe()
 	defer client.Close()
 	c := newConn(b, server)

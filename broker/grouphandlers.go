@@ -15,9 +15,9 @@ const (
 	coordinatorTransaction = 1
 )
 
-// handleFindCoordinator answers with this broker for groups (it leads every
-// __consumer_offsets partition until replication exists). Transactions
-// are not implemented yet.
+// handleFindCoordinator answers with the leader of the group's
+// __consumer_offsets partition (creating the topic on first use).
+// Transactions are not implemented yet.
 func (b *Broker) handleFindCoordinator(r *kmsg.FindCoordinatorRequest) kmsg.Response {
 	resp := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	keys := r.CoordinatorKeys
@@ -30,12 +30,25 @@ func (b *Broker) handleFindCoordinator(r *kmsg.FindCoordinatorRequest) kmsg.Resp
 		co.NodeID, co.Port = -1, -1
 		switch r.CoordinatorType {
 		case coordinatorGroup:
-			if _, err := b.groups.ensureTopic(); err != nil {
+			ctx, cancel := b.adminContext()
+			p, err := b.groups.coordinatorOf(ctx, key)
+			cancel()
+			if err != nil {
 				co.ErrorCode = kerr.CoordinatorNotAvailable.Code
 				co.ErrorMessage = strp(err.Error())
 				break
 			}
-			co.NodeID, co.Host, co.Port = b.cfg.NodeID, b.advertiseHost, b.advertisePort
+			leader := b.meta.broker(p.leaderID())
+			host, port, ok := "", int32(0), false
+			if leader != nil && leader.Alive() {
+				host, port, ok = splitEndpoint(leader.Endpoint)
+			}
+			if !ok {
+				co.ErrorCode = kerr.CoordinatorNotAvailable.Code
+				co.ErrorMessage = strp("the group's offsets partition " + p.String() + " has no leader right now; retry")
+				break
+			}
+			co.NodeID, co.Host, co.Port = leader.ID, host, port
 		case coordinatorTransaction:
 			co.ErrorCode = kerr.CoordinatorNotAvailable.Code
 			co.ErrorMessage = strp("transactions are not supported by this broker yet")

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vigilhq/vigil/broker/group"
 	vlog "github.com/vigilhq/vigil/broker/log"
+	"github.com/vigilhq/vigil/controller"
 )
 
 // offsetsTopic is Kafka's internal topic of committed offsets and group
@@ -25,15 +27,19 @@ import (
 const offsetsTopic = "__consumer_offsets"
 
 // groupCoordinator is the I/O shell around the deterministic coordinator
-// cores of broker/group: one shard per partition of __consumer_offsets it
-// leads, each with a lock, a timer for the core's deadlines and the
-// partition's log for the records the core asks to persist.
+// cores of broker/group: one shard per partition of __consumer_offsets this
+// broker leads, each with a lock, a timer for the core's deadlines and the
+// partition's log for the records the core asks to persist (written like an
+// acks=all produce: the reply waits until every in-sync replica has them).
+// A shard starts when this broker becomes the partition's leader and stops
+// when it stops leading it.
 type groupCoordinator struct {
 	b *Broker
 
 	mu     sync.Mutex
-	shards []*groupShard // by partition; nil until the offsets topic exists
+	shards map[int32]*groupShard // by offsets partition, for those led here
 	closed bool
+	create sync.Mutex // serializes creating the offsets topic
 }
 
 // groupShard is the coordinator of one __consumer_offsets partition.
@@ -49,68 +55,101 @@ type groupShard struct {
 	stopped bool
 }
 
-// errCoordinatorLoading is returned while a shard replays its partition.
-var errCoordinatorLoading = errors.New("coordinator is loading")
+// Errors of shardFor.
+var (
+	errCoordinatorLoading = errors.New("coordinator is loading")
+	errNotCoordinator     = errors.New("this broker does not coordinate the group")
+)
+
+// offsetsWriteTimeout bounds how long a group write waits for the
+// in-sync replicas.
+const offsetsWriteTimeout = 10 * time.Second
 
 func newGroupCoordinator(b *Broker) *groupCoordinator {
-	return &groupCoordinator{b: b}
+	return &groupCoordinator{b: b, shards: map[int32]*groupShard{}}
 }
 
-// start loads the shards of an existing offsets topic in the background.
-func (gc *groupCoordinator) start() {
-	if t := gc.b.meta.lookup(offsetsTopic); t != nil {
-		gc.mu.Lock()
-		gc.openShardsLocked(t)
-		gc.mu.Unlock()
-	}
-}
-
-// ensureTopic creates __consumer_offsets on first use, as Kafka does, and
-// returns the shards.
-func (gc *groupCoordinator) ensureTopic() ([]*groupShard, error) {
+// lead starts the coordinator of offsets partition p, which this broker
+// now leads (a previous shard of the partition stops first).
+func (gc *groupCoordinator) lead(p *partition) {
 	gc.mu.Lock()
 	defer gc.mu.Unlock()
 	if gc.closed {
-		return nil, errors.New("broker is shutting down")
+		return
 	}
-	if gc.shards != nil {
-		return gc.shards, nil
+	if old := gc.shards[p.index]; old != nil {
+		go old.stop()
 	}
-	t := gc.b.meta.lookup(offsetsTopic)
-	if t == nil {
-		configs := map[string]string{
-			"cleanup.policy": "compact",
-			"segment.bytes":  "104857600",
-		}
-		var err error
-		t, err = gc.b.meta.createTopic(offsetsTopic, gc.b.cfg.OffsetsTopicPartitions, configs)
-		if errors.Is(err, errTopicExists) {
-			t = gc.b.meta.lookup(offsetsTopic)
-		} else if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", offsetsTopic, err)
-		}
-		gc.b.logger.Info("created the offsets topic", "topic", offsetsTopic, "partitions", len(t.partitions))
-	}
-	gc.openShardsLocked(t)
-	return gc.shards, nil
+	s := &groupShard{gc: gc, p: p, loaded: make(chan struct{})}
+	gc.shards[p.index] = s
+	go s.load()
 }
 
-func (gc *groupCoordinator) openShardsLocked(t *topic) {
-	gc.shards = make([]*groupShard, len(t.partitions))
-	for i, p := range t.partitions {
-		s := &groupShard{gc: gc, p: p, loaded: make(chan struct{})}
-		gc.shards[i] = s
-		go s.load()
+// resign stops the coordinator of offsets partition p: clients holding
+// requests get NOT_COORDINATOR and look for the new leader.
+func (gc *groupCoordinator) resign(p *partition) {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if s := gc.shards[p.index]; s != nil && s.p == p {
+		delete(gc.shards, p.index)
+		go s.stop()
 	}
+}
+
+// ensureTopic creates __consumer_offsets on first use, as Kafka does, with
+// --offsets-topic-replication-factor replicas (fewer if the cell has fewer
+// live brokers).
+func (gc *groupCoordinator) ensureTopic(ctx context.Context) (*topic, error) {
+	if t := gc.b.meta.lookup(offsetsTopic); t != nil {
+		return t, nil
+	}
+	gc.create.Lock()
+	defer gc.create.Unlock()
+	if t := gc.b.meta.lookup(offsetsTopic); t != nil {
+		return t, nil
+	}
+	alive := 0
+	for _, br := range gc.b.meta.topics.Load().brokers {
+		if br.Alive() && br.Cell == gc.b.cfg.Cell {
+			alive++
+		}
+	}
+	rf := min(gc.b.cfg.OffsetsTopicReplicationFactor, int16(max(alive, 1)))
+	t, err := gc.b.createTopic(ctx, controller.CreateTopic{
+		Name: offsetsTopic, Partitions: gc.b.cfg.OffsetsTopicPartitions, ReplicationFactor: rf,
+		Configs: map[string]string{"cleanup.policy": "compact", "segment.bytes": "104857600"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", offsetsTopic, err)
+	}
+	gc.b.logger.Info("created the offsets topic", "topic", offsetsTopic, "partitions", len(t.partitions), "replication_factor", rf)
+	return t, nil
+}
+
+// coordinatorOf returns the offsets partition of groupID (creating the
+// offsets topic if needed).
+func (gc *groupCoordinator) coordinatorOf(ctx context.Context, groupID string) (*partition, error) {
+	t, err := gc.ensureTopic(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.partitions[group.PartitionFor(groupID, int32(len(t.partitions)))], nil
 }
 
 // shardFor returns the shard coordinating groupID once it is loaded.
 func (gc *groupCoordinator) shardFor(groupID string) (*groupShard, error) {
-	shards, err := gc.ensureTopic()
+	ctx, cancel := gc.b.adminContext()
+	defer cancel()
+	p, err := gc.coordinatorOf(ctx, groupID)
 	if err != nil {
 		return nil, err
 	}
-	s := shards[group.PartitionFor(groupID, int32(len(shards)))]
+	gc.mu.Lock()
+	s := gc.shards[p.index]
+	gc.mu.Unlock()
+	if s == nil || s.p != p {
+		return nil, errNotCoordinator
+	}
 	select {
 	case <-s.loaded:
 		return s, s.loadErr
@@ -127,6 +166,8 @@ func coordinatorError(err error) int16 {
 		return 0
 	case errors.Is(err, errCoordinatorLoading):
 		return kerr.CoordinatorLoadInProgress.Code
+	case errors.Is(err, errNotCoordinator):
+		return kerr.NotCoordinator.Code
 	default:
 		return kerr.CoordinatorNotAvailable.Code
 	}
@@ -248,8 +289,12 @@ func (s *groupShard) append(recs []group.Record) int16 {
 	if len(recs) == 0 {
 		return 0
 	}
+	if !s.p.isLeader() {
+		return kerr.NotLeaderForPartition.Code
+	}
 	batch := encodeBatch(recs, time.Now().UnixMilli())
-	if _, err := s.p.log.Append(batch, s.p.epoch); err != nil {
+	info, err := s.p.log.Append(batch, s.p.leaderEpoch())
+	if err != nil {
 		code, _ := s.p.errorCode(err)
 		s.gc.b.logger.Error("writing to the offsets topic failed", "partition", s.p.String(), "err", err)
 		if code == 0 {
@@ -257,8 +302,11 @@ func (s *groupShard) append(recs []group.Record) int16 {
 		}
 		return code
 	}
+	s.p.maybeAdvanceHW()
 	s.p.notify()
-	return 0
+	ctx, cancel := context.WithTimeout(s.gc.b.ctx, offsetsWriteTimeout)
+	defer cancel()
+	return s.p.waitReplicated(ctx, info.LastOffset+1, 1)
 }
 
 func (s *groupShard) resetTimerLocked() {
@@ -305,6 +353,7 @@ func (gc *groupCoordinator) close() {
 	gc.mu.Lock()
 	gc.closed = true
 	shards := gc.shards
+	gc.shards = map[int32]*groupShard{}
 	gc.mu.Unlock()
 	for _, s := range shards {
 		s.stop()

@@ -129,14 +129,30 @@ func validateTopicName(name string) error {
 // checkLeaderEpoch validates a request's current leader epoch against the
 // partition's (-1 means the client does not check).
 func checkLeaderEpoch(p *partition, current int32) int16 {
-	switch {
-	case current < 0 || current == p.epoch:
+	switch epoch := p.leaderEpoch(); {
+	case current < 0 || current == epoch:
 		return 0
-	case current < p.epoch:
+	case current < epoch:
 		return kerr.FencedLeaderEpoch.Code
 	default:
 		return kerr.UnknownLeaderEpoch.Code
 	}
+}
+
+// leaderError returns the error for a request that must go to p's leader:
+// 0 when this broker leads p at the client's epoch (or the client does
+// not say) and its log is online.
+func leaderError(p *partition, currentEpoch int32) int16 {
+	if code := checkLeaderEpoch(p, currentEpoch); code != 0 {
+		return code
+	}
+	if !p.isLeader() {
+		return kerr.NotLeaderForPartition.Code
+	}
+	if p.log.Offline() != nil {
+		return kerr.KafkaStorageError.Code
+	}
+	return 0
 }
 
 // partitionOf returns partition index of t, or nil.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigilhq/vigil/controller"
 )
 
 // testLogger discards logs unless VIGIL_TEST_LOG is set.
@@ -48,6 +50,11 @@ func startBrokerLogger(t testing.TB, dir string, logger *slog.Logger, mutate ...
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.Serve() }()
+	select {
+	case <-b.Joined():
+	case err := <-done:
+		t.Fatalf("broker stopped while joining the cluster: %v", err)
+	}
 	t.Cleanup(func() {
 		b.Close()
 		if err := <-done; err != nil {
@@ -151,4 +158,17 @@ func consumeN(t testing.TB, b *Broker, topic string, n int, opts ...kgo.Opt) []*
 		t.Fatalf("consumed %d records, want %d", len(out), n)
 	}
 	return out
+}
+
+// brokerTopic creates a topic on b directly (through the quorum, as
+// CreateTopics does) and fails the test on error.
+func brokerTopic(t testing.TB, b *Broker, name string, partitions int32, configs map[string]string) *topic {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tp, err := b.createTopic(ctx, controller.CreateTopic{Name: name, Partitions: partitions, ReplicationFactor: 1, Configs: configs})
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", name, err)
+	}
+	return tp
 }

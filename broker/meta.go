@@ -1,8 +1,7 @@
 package broker
 
 import (
-	"crypto/rand"
-	"encoding/base64"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,34 +9,43 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-
+	"github.com/vigilhq/vigil/controller"
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
 
-// metaFile is the broker's own state in its data directory: the cluster id,
-// the topics with their ids and config overrides, and the producer id
-// allocator. It is rewritten atomically on every change. The metadata
-// quorum (controller package) replaces it when the cluster issue lands.
-const metaFile = "vigil-meta.json"
+// The broker's view of the cluster is a copy of the controller quorum's
+// metadata image, kept current by a long poll (controller.WatchMetadata),
+// plus the partition logs of the replicas the image assigns to this
+// broker. Every change to the image is applied under one lock, which also
+// opens and closes logs and moves partitions between the leader and
+// follower roles; produce, fetch and the other request paths read an
+// immutable snapshot of the topics (topicSet), swapped atomically after
+// each change, so they never take that lock.
+
+// brokerMetaFile records, in the data directory, the cluster and the node
+// the directory belongs to (Kafka's meta.properties), so a broker never
+// mixes data of two clusters or two node ids.
+const brokerMetaFile = "vigil-broker.json"
 
 // partitionMetaFile in each partition directory names the topic id the
 // directory belongs to, so a directory left behind by a deleted topic is
 // never mistaken for a new topic of the same name.
 const partitionMetaFile = "partition.metadata"
 
-// deleteDirSuffix ends the name of a partition directory being removed.
-// deleteTopic renames a deleted topic's partition directories to
-// deleteDirName under the metadata lock, so that the name is free for a new
-// topic at once while nothing can touch the new topic's directories, and
-// removes the renamed directories afterwards (as Kafka does). A start
-// removes any that a crash left behind.
+// deleteDirSuffix ends the name of a partition directory being removed. A
+// partition that leaves this broker (its topic deleted, or its replica
+// moved elsewhere) is closed and its directory renamed to deleteDirName
+// under the metadata lock, so the name is free for a new topic at once
+// while nothing can touch the new topic's directories; the renamed
+// directory is removed afterwards (as Kafka does). A start removes any that
+// a crash left behind.
 const deleteDirSuffix = "-delete"
 
 // deleteDirName is the name a partition directory of the topic with id is
@@ -52,24 +60,10 @@ func deleteDirName(name string, index int32, id [16]byte) string {
 	return name + suffix
 }
 
-// producerIDBlock is how many producer ids are reserved per metadata write.
-const producerIDBlock = 1000
-
-type metaState struct {
-	Version        int         `json:"version"`
-	ClusterID      string      `json:"cluster_id"`
-	ProducerIDNext int64       `json:"producer_id_block_end"`
-	Topics         []metaTopic `json:"topics"`
-}
-
-type metaTopic struct {
-	Name       string            `json:"name"`
-	ID         string            `json:"id"`
-	Partitions int32             `json:"partitions"`
-	Configs    map[string]string `json:"configs,omitempty"`
-}
-
-// topic is an immutable view of one topic; changes replace it.
+// topic is an immutable view of one topic; a metadata change replaces it.
+// Its partitions outlive it: a partition object lives as long as its
+// replica on this broker (or, for a partition this broker holds no replica
+// of, as long as the topic).
 type topic struct {
 	name       string
 	id         [16]byte
@@ -87,23 +81,50 @@ func isInternalTopic(name string) bool {
 	return name == offsetsTopic || name == "__transaction_state"
 }
 
-// topicSet is an immutable snapshot of all topics, swapped atomically so the
-// produce and fetch paths look topics up without locks.
+// topicSet is an immutable snapshot of all topics and brokers, swapped
+// atomically so the request paths look them up without locks.
 type topicSet struct {
-	byName map[string]*topic
-	byID   map[[16]byte]*topic
+	byName  map[string]*topic
+	byID    map[[16]byte]*topic
+	brokers map[int32]*controller.Broker
+	offset  int64 // the image's applied index
+}
+
+// partKey identifies a partition across topic renames and re-creations.
+type partKey struct {
+	topicID [16]byte
+	index   int32
+}
+
+// roleHooks are told about partitions changing role on this broker. They
+// are called under the metadata lock, in image order, and must not block.
+type roleHooks interface {
+	// becameLeader: this broker leads p (a new leader epoch, or the first
+	// image after a start).
+	becameLeader(p *partition)
+	// becameFollower: this broker holds a replica of p led by another
+	// broker, or by no one (leader -1).
+	becameFollower(p *partition)
+	// stopped: this broker no longer holds a replica of p; its log is
+	// closed.
+	stopped(p *partition)
 }
 
 type metaStore struct {
-	cfg       Config
-	logger    *slog.Logger
-	clusterID string
+	cfg    Config
+	logger *slog.Logger
+	nodeID int32
+	hooks  roleHooks
 
 	topics atomic.Pointer[topicSet]
 
-	mu          sync.Mutex // serializes changes and the file
-	pidNext     int64
-	pidBlockEnd int64
+	mu        sync.Mutex // serializes applying changes; guards the fields below
+	image     *controller.Image
+	offset    int64
+	parts     map[partKey]*partition
+	clusterID string
+	changed   chan struct{} // closed and replaced after every change
+	started   bool          // the first image was applied
 
 	removing sync.WaitGroup // removals of renamed partition directories
 }
@@ -117,88 +138,267 @@ func (m *metaStore) fs() vlog.FS {
 	return vlog.OSFS()
 }
 
-func openMetaStore(cfg Config, logger *slog.Logger) (*metaStore, error) {
-	m := &metaStore{cfg: cfg, logger: logger}
-	st := metaState{Version: 1}
-	data, err := os.ReadFile(filepath.Join(cfg.DataDir, metaFile))
+// brokerMeta is the content of brokerMetaFile.
+type brokerMeta struct {
+	Version   int    `json:"version"`
+	ClusterID string `json:"cluster_id"`
+	NodeID    int32  `json:"node_id"`
+}
+
+func newMetaStore(cfg Config, logger *slog.Logger) (*metaStore, error) {
+	m := &metaStore{
+		cfg:     cfg,
+		logger:  logger,
+		nodeID:  cfg.NodeID,
+		parts:   map[partKey]*partition{},
+		changed: make(chan struct{}),
+		offset:  -1,
+	}
+	m.topics.Store(&topicSet{byName: map[string]*topic{}, byID: map[[16]byte]*topic{}, brokers: map[int32]*controller.Broker{}, offset: -1})
+	path := filepath.Join(cfg.DataDir, brokerMetaFile)
+	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		if err := json.Unmarshal(data, &st); err != nil {
-			return nil, fmt.Errorf("broker metadata %s is corrupt: %w", filepath.Join(cfg.DataDir, metaFile), err)
+		var bm brokerMeta
+		if err := json.Unmarshal(data, &bm); err != nil {
+			return nil, fmt.Errorf("broker metadata %s is corrupt: %w (it names the cluster and node this data directory belongs to)", path, err)
 		}
+		if bm.NodeID != cfg.NodeID {
+			return nil, fmt.Errorf("data dir %s belongs to node %d, not %d: start with --node-id %d or use another --data-dir", cfg.DataDir, bm.NodeID, cfg.NodeID, bm.NodeID)
+		}
+		m.clusterID = bm.ClusterID
 	case errors.Is(err, os.ErrNotExist):
 	default:
-		return nil, fmt.Errorf("reading broker metadata: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	switch {
-	case cfg.ClusterID != "" && st.ClusterID != "" && cfg.ClusterID != st.ClusterID:
-		return nil, fmt.Errorf("data dir %s belongs to cluster %s, not %s", cfg.DataDir, st.ClusterID, cfg.ClusterID)
-	case st.ClusterID == "" && cfg.ClusterID != "":
-		st.ClusterID = cfg.ClusterID
-	case st.ClusterID == "":
-		id := newUUID()
-		st.ClusterID = base64.RawURLEncoding.EncodeToString(id[:])
-	}
-	m.clusterID = st.ClusterID
-	// Ids up to the persisted block end may have been handed out.
-	m.pidNext, m.pidBlockEnd = st.ProducerIDNext, st.ProducerIDNext
-
-	set := &topicSet{byName: map[string]*topic{}, byID: map[[16]byte]*topic{}}
-	for _, mt := range st.Topics {
-		id, err := parseUUIDHex(mt.ID)
-		if err != nil {
-			m.closeSet(set)
-			return nil, fmt.Errorf("broker metadata: topic %s: %w", mt.Name, err)
-		}
-		t := &topic{name: mt.Name, id: id, configs: mt.Configs}
-		if t.configs == nil {
-			t.configs = map[string]string{}
-		}
-		for i := int32(0); i < mt.Partitions; i++ {
-			p, err := m.openPartition(t, i)
-			if err != nil {
-				// A disk error takes only this partition offline, as Kafka
-				// takes only the failed log dir offline: the broker serves
-				// the others and reports this one (KAFKA_STORAGE_ERROR,
-				// Metadata, /readyz) until a restart after the repair.
-				p = m.offlinePartition(t, i, err)
-			}
-			t.partitions = append(t.partitions, p)
-		}
-		set.byName[t.name] = t
-		set.byID[t.id] = t
-	}
-	m.topics.Store(set)
-	m.removeStrays(set)
-	if err := m.persistLocked(); err != nil {
-		m.closeSet(set)
-		return nil, err
+	if cfg.ClusterID != "" && m.clusterID != "" && cfg.ClusterID != m.clusterID {
+		return nil, fmt.Errorf("data dir %s belongs to cluster %s, not %s", cfg.DataDir, m.clusterID, cfg.ClusterID)
 	}
 	return m, nil
 }
 
-func (m *metaStore) closeSet(set *topicSet) {
-	for _, t := range set.byName {
-		for _, p := range t.partitions {
-			_ = p.log.Close()
+// lookup returns the topic named name.
+func (m *metaStore) lookup(name string) *topic { return m.topics.Load().byName[name] }
+
+// lookupID returns the topic with id.
+func (m *metaStore) lookupID(id [16]byte) *topic { return m.topics.Load().byID[id] }
+
+// broker returns a broker of the image, or nil.
+func (m *metaStore) broker(id int32) *controller.Broker { return m.topics.Load().brokers[id] }
+
+// clusterIDNow returns the cluster id.
+func (m *metaStore) clusterIDNow() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.clusterID
+}
+
+// waitFor waits until cond holds for the current snapshot, or ctx ends.
+func (m *metaStore) waitFor(ctx context.Context, cond func(*topicSet) bool) error {
+	for {
+		m.mu.Lock()
+		ch := m.changed
+		m.mu.Unlock()
+		if cond(m.topics.Load()) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
+}
+
+// apply brings the image to delta and reconciles the local replicas with
+// it. The first call also checks the cluster id against the data directory
+// and removes partition directories the image does not assign here.
+func (m *metaStore) apply(d *controller.Delta) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d.Image != nil {
+		m.image = d.Image
+	}
+	if m.image == nil {
+		return errors.New("metadata delta without a base image")
+	}
+	for i := range d.Changes {
+		m.image.ApplyChange(&d.Changes[i])
+	}
+	m.offset = d.Offset
+	if err := m.checkClusterLocked(); err != nil {
+		return err
+	}
+	m.reconcileLocked()
+	if !m.started {
+		m.started = true
+		m.removeStraysLocked()
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+	return nil
+}
+
+// checkClusterLocked records the image's cluster id in the data directory
+// the first time, and refuses an image of another cluster.
+func (m *metaStore) checkClusterLocked() error {
+	id := m.image.ClusterID
+	if id == "" || id == m.clusterID {
+		return nil
+	}
+	if m.clusterID != "" {
+		return fmt.Errorf("the controller quorum is of cluster %s but data dir %s belongs to cluster %s: point the broker at its own quorum (--controllers) or use a new data dir", id, m.cfg.DataDir, m.clusterID)
+	}
+	data, _ := json.MarshalIndent(brokerMeta{Version: 1, ClusterID: id, NodeID: m.nodeID}, "", "  ")
+	if err := writeFileAtomic(filepath.Join(m.cfg.DataDir, brokerMetaFile), data); err != nil {
+		return fmt.Errorf("writing %s: %w", brokerMetaFile, err)
+	}
+	m.clusterID = id
+	return nil
+}
+
+// reconcileLocked makes the local replicas and the topic snapshot match the
+// image: partitions assigned here get an open log, partitions no longer
+// assigned here are closed and removed, role changes go to the hooks.
+func (m *metaStore) reconcileLocked() {
+	set := &topicSet{
+		byName:  make(map[string]*topic, len(m.image.Topics)),
+		byID:    make(map[[16]byte]*topic, len(m.image.Topics)),
+		brokers: make(map[int32]*controller.Broker, len(m.image.Brokers)),
+		offset:  m.offset,
+	}
+	for id, b := range m.image.Brokers {
+		c := *b
+		set.brokers[id] = &c
+	}
+	seen := make(map[partKey]bool, len(m.parts))
+	for _, ct := range m.image.SortedTopics() {
+		t := &topic{name: ct.Name, id: [16]byte(ct.ID), configs: map[string]string{}, partitions: make([]*partition, len(ct.Partitions))}
+		for k, v := range ct.Configs {
+			t.configs[k] = v
+		}
+		for i, cp := range ct.Partitions {
+			key := partKey{t.id, int32(i)}
+			seen[key] = true
+			t.partitions[i] = m.reconcilePartitionLocked(t, key, cp.Clone())
+		}
+		set.byName[t.name] = t
+		set.byID[t.id] = t
+	}
+	for key, p := range m.parts {
+		if !seen[key] {
+			// The topic was deleted.
+			m.dropLocked(p, true)
+			delete(m.parts, key)
+		}
+	}
+	m.topics.Store(set)
+}
+
+// reconcilePartitionLocked updates one partition and returns its object.
+func (m *metaStore) reconcilePartitionLocked(t *topic, key partKey, st *controller.Partition) *partition {
+	p := m.parts[key]
+	hosted := slices.Contains(st.Replicas, m.nodeID)
+	switch {
+	case p == nil || hosted && p.log == nil:
+		if p != nil {
+			p.deleted.Store(true) // the log-less object is replaced
+			p.notify()
+		}
+		np := &partition{topic: t.name, topicID: t.id, index: key.index, self: m.nodeID}
+		if hosted {
+			np.log = m.openLog(t, key.index)
+		}
+		np.init()
+		p = np
+		m.parts[key] = p
+	case !hosted && p.log != nil:
+		// The replica moved away (reassignment or decommission).
+		m.dropLocked(p, false)
+		np := &partition{topic: t.name, topicID: t.id, index: key.index, self: m.nodeID}
+		np.init()
+		p = np
+		m.parts[key] = p
+	}
+	if p.log != nil {
+		p.log.SetConfig(topicLogConfig(t.configs, m.cfg.TopicDefaults))
+	}
+	old := p.state.Swap(st)
+	if p.log == nil || m.hooks == nil {
+		return p
+	}
+	wasLeader := old != nil && old.Leader == m.nodeID
+	switch {
+	case st.Leader == m.nodeID && (!wasLeader || old.LeaderEpoch != st.LeaderEpoch):
+		m.hooks.becameLeader(p)
+	case st.Leader == m.nodeID:
+		p.stateChanged() // ISR or replicas changed under the same leadership
+	case old == nil || wasLeader || old.Leader != st.Leader || old.LeaderEpoch != st.LeaderEpoch:
+		m.hooks.becameFollower(p)
+	}
+	return p
+}
+
+// dropLocked closes p's log (if any) and, when the data is gone for good,
+// renames its directory aside and removes it in the background.
+func (m *metaStore) dropLocked(p *partition, topicDeleted bool) {
+	p.deleted.Store(true)
+	p.notify()
+	p.stateChanged()
+	if p.log == nil {
+		return
+	}
+	if m.hooks != nil {
+		m.hooks.stopped(p)
+	}
+	_ = p.log.Close() // the data is going: a failed flush does not matter
+	dir := m.partitionDir(p.topic, p.index)
+	to := filepath.Join(m.cfg.DataDir, deleteDirName(p.topic, p.index, p.topicID))
+	if err := m.fs().Rename(dir, to); err != nil {
+		m.logger.Warn("moving the partition directory aside failed; it is removed at the next start", "partition", p.String(), "dir", dir, "err", err)
+		return
+	}
+	if topicDeleted {
+		m.logger.Info("deleted the replica of a deleted topic", "partition", p.String())
+	} else {
+		m.logger.Info("deleted a replica moved to other brokers", "partition", p.String())
+	}
+	m.removing.Add(1)
+	go func() {
+		defer m.removing.Done()
+		if err := m.fs().RemoveAll(to); err != nil {
+			m.logger.Warn("removing a partition directory failed; it is removed at the next start", "dir", to, "err", err)
+		}
+	}()
 }
 
 func (m *metaStore) partitionDir(name string, index int32) string {
 	return filepath.Join(m.cfg.DataDir, name+"-"+strconv.Itoa(int(index)))
 }
 
-// openPartition opens (or creates) a partition's log, moving aside a
-// directory that belongs to an older topic of the same name.
-func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
+// openLog opens (or creates) a partition's log, removing a directory that
+// belongs to an older topic of the same name. A log that cannot be opened
+// makes the partition offline on this broker (KAFKA_STORAGE_ERROR, listed
+// by /readyz) while the broker serves the others, as Kafka takes only a
+// failed log dir offline.
+func (m *metaStore) openLog(t *topic, index int32) *vlog.Log {
 	dir := m.partitionDir(t.name, index)
+	logger := m.logger.With("topic", t.name, "partition", index)
+	cfg := topicLogConfig(t.configs, m.cfg.TopicDefaults)
+	l, err := m.tryOpenLog(t, index, dir, cfg, logger)
+	if err != nil {
+		logger.Error("partition is offline: its log could not be opened; the broker serves its other partitions, restart it after repairing the disk",
+			"dir", dir, "err", err)
+		return vlog.OpenOffline(dir, cfg, vlog.Options{FS: m.cfg.FS, Logger: logger}, err)
+	}
+	return l
+}
+
+func (m *metaStore) tryOpenLog(t *topic, index int32, dir string, cfg vlog.Config, logger *slog.Logger) (*vlog.Log, error) {
 	want := hex.EncodeToString(t.id[:])
 	if data, err := os.ReadFile(filepath.Join(dir, partitionMetaFile)); err == nil {
-		// Not open: deleteTopic closes a deleted topic's logs under the
-		// metadata lock before the name can be reused, and moves their
-		// directories aside; one is left here only by a crash or a failed
-		// rename.
+		// A directory of a deleted topic of the same name (left by a
+		// crash or a failed rename: deletions move directories aside).
 		if got := parseTopicIDLine(data); got != want {
 			m.logger.Warn("partition directory belongs to a deleted topic of the same name; removing it",
 				"dir", dir, "dir_topic_id", got, "topic_id", want)
@@ -213,25 +413,11 @@ func (m *metaStore) openPartition(t *topic, index int32) (*partition, error) {
 	if err := writeFileAtomic(filepath.Join(dir, partitionMetaFile), []byte("version: 0\ntopic_id: "+want+"\n")); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", partitionMetaFile, err)
 	}
-	l, err := vlog.Open(dir, topicLogConfig(t.configs, m.cfg.TopicDefaults), vlog.Options{
-		FS:     m.cfg.FS,
-		Logger: m.logger.With("topic", t.name, "partition", index),
-	})
+	l, err := vlog.Open(dir, cfg, vlog.Options{FS: m.cfg.FS, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("opening log of %s-%d: %w", t.name, index, err)
 	}
-	return &partition{topic: t.name, topicID: t.id, index: index, log: l}, nil
-}
-
-// offlinePartition returns partition index of t as offline after err kept
-// it from being opened, and logs that once.
-func (m *metaStore) offlinePartition(t *topic, index int32, err error) *partition {
-	dir := m.partitionDir(t.name, index)
-	logger := m.logger.With("topic", t.name, "partition", index)
-	logger.Error("partition is offline: its log could not be opened; the broker serves its other partitions, restart it after repairing the disk",
-		"dir", dir, "err", err)
-	l := vlog.OpenOffline(dir, topicLogConfig(t.configs, m.cfg.TopicDefaults), vlog.Options{FS: m.cfg.FS, Logger: logger}, err)
-	return &partition{topic: t.name, topicID: t.id, index: index, log: l}
+	return l, nil
 }
 
 func parseTopicIDLine(data []byte) string {
@@ -243,61 +429,37 @@ func parseTopicIDLine(data []byte) string {
 	return ""
 }
 
-// removeStrays deletes partition directories of deleted topics that a
-// crash left behind: those renamed for removal (deleteDirSuffix) and those
-// whose topic id is not a current topic's.
-func (m *metaStore) removeStrays(set *topicSet) {
+// removeStraysLocked removes partition directories the image does not
+// assign to this broker: those renamed for removal (deleteDirSuffix), those
+// of deleted topics, and those of replicas moved elsewhere while the
+// broker was down. The cluster id check in apply guarantees the image is
+// this data directory's cluster's.
+func (m *metaStore) removeStraysLocked() {
 	entries, err := os.ReadDir(m.cfg.DataDir)
 	if err != nil {
 		return
 	}
+	hosted := map[string]bool{}
+	for _, p := range m.parts {
+		if p.log != nil {
+			hosted[filepath.Base(m.partitionDir(p.topic, p.index))] = true
+		}
+	}
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || hosted[e.Name()] {
 			continue
 		}
 		dir := filepath.Join(m.cfg.DataDir, e.Name())
-		if strings.HasSuffix(e.Name(), deleteDirSuffix) {
-			m.logger.Info("removing partition directory of a deleted topic", "dir", dir)
-			if err := m.fs().RemoveAll(dir); err != nil {
-				m.logger.Warn("removing stray partition directory failed", "dir", dir, "err", err)
+		if !strings.HasSuffix(e.Name(), deleteDirSuffix) {
+			if _, err := os.Stat(filepath.Join(dir, partitionMetaFile)); err != nil {
+				continue // not a partition directory (the embedded controller's, for one)
 			}
-			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, partitionMetaFile))
-		if err != nil {
-			continue
-		}
-		id, err := parseUUIDHex(parseTopicIDLine(data))
-		if err != nil {
-			continue
-		}
-		if _, ok := set.byID[id]; ok {
-			continue
-		}
-		m.logger.Info("removing partition directory of a deleted topic", "dir", dir)
-		if err := os.RemoveAll(dir); err != nil {
+		m.logger.Info("removing a partition directory this broker no longer holds a replica of", "dir", dir)
+		if err := m.fs().RemoveAll(dir); err != nil {
 			m.logger.Warn("removing stray partition directory failed", "dir", dir, "err", err)
 		}
 	}
-}
-
-// persistLocked writes the metadata file. Callers hold m.mu (or own m).
-func (m *metaStore) persistLocked() error {
-	st := metaState{Version: 1, ClusterID: m.clusterID, ProducerIDNext: m.pidBlockEnd}
-	for _, t := range m.topics.Load().byName {
-		st.Topics = append(st.Topics, metaTopic{
-			Name: t.name, ID: hex.EncodeToString(t.id[:]), Partitions: int32(len(t.partitions)), Configs: t.configs,
-		})
-	}
-	sort.Slice(st.Topics, func(i, j int) bool { return st.Topics[i].Name < st.Topics[j].Name })
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(m.cfg.DataDir, metaFile), data); err != nil {
-		return fmt.Errorf("writing broker metadata: %w", err)
-	}
-	return nil
 }
 
 // writeFileAtomic replaces path with data durably: temp file, fsync,
@@ -330,214 +492,6 @@ func writeFileAtomic(path string, data []byte) error {
 	return d.Sync()
 }
 
-// lookup returns the topic named name.
-func (m *metaStore) lookup(name string) *topic { return m.topics.Load().byName[name] }
-
-// lookupID returns the topic with id.
-func (m *metaStore) lookupID(id [16]byte) *topic { return m.topics.Load().byID[id] }
-
-// swapLocked installs a new snapshot with t added, replaced or (t.partitions
-// == nil and remove) removed. Callers hold m.mu.
-func (m *metaStore) swapLocked(change func(byName map[string]*topic)) {
-	old := m.topics.Load()
-	next := &topicSet{byName: make(map[string]*topic, len(old.byName)+1), byID: make(map[[16]byte]*topic, len(old.byID)+1)}
-	for k, v := range old.byName {
-		next.byName[k] = v
-	}
-	change(next.byName)
-	for _, t := range next.byName {
-		next.byID[t.id] = t
-	}
-	m.topics.Store(next)
-}
-
-// createTopic creates a topic with the given partitions and overrides
-// (already validated). It fails if the name is taken.
-func (m *metaStore) createTopic(name string, partitions int32, configs map[string]string) (*topic, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.checkNewNameLocked(name); err != nil {
-		return nil, err
-	}
-	t := &topic{name: name, id: newUUID(), configs: configs}
-	if t.configs == nil {
-		t.configs = map[string]string{}
-	}
-	for i := int32(0); i < partitions; i++ {
-		p, err := m.openPartition(t, i)
-		if err != nil {
-			for _, p := range t.partitions {
-				_ = p.log.Delete()
-			}
-			return nil, err
-		}
-		t.partitions = append(t.partitions, p)
-	}
-	m.swapLocked(func(byName map[string]*topic) { byName[name] = t })
-	if err := m.persistLocked(); err != nil {
-		m.swapLocked(func(byName map[string]*topic) { delete(byName, name) })
-		for _, p := range t.partitions {
-			_ = p.log.Delete()
-		}
-		return nil, err
-	}
-	m.logger.Info("created topic", "topic", name, "partitions", partitions, "topic_id", hex.EncodeToString(t.id[:]))
-	return t, nil
-}
-
-// errTopicExists and errTopicCollides are returned by checkNewNameLocked.
-var (
-	errTopicExists   = errors.New("topic already exists")
-	errTopicCollides = errors.New("topic name collides")
-)
-
-// checkNewNameLocked rejects a name in use, or one that differs from a
-// topic in use only by '.' versus '_' (their metric names would collide).
-func (m *metaStore) checkNewNameLocked(name string) error {
-	set := m.topics.Load()
-	if _, ok := set.byName[name]; ok {
-		return fmt.Errorf("topic %q already exists: %w", name, errTopicExists)
-	}
-	norm := strings.ReplaceAll(name, ".", "_")
-	for other := range set.byName {
-		if strings.ReplaceAll(other, ".", "_") == norm {
-			return fmt.Errorf("topic %q collides with existing topic %q ('.' and '_' are equivalent in metric names): %w", name, other, errTopicCollides)
-		}
-	}
-	return nil
-}
-
-// deleteTopic removes a topic: first from the metadata (so a crash leaves
-// only a stray directory, removed at the next start), then, still under the
-// metadata lock, it closes each partition's log and renames its directory
-// to deleteDirName, so a topic of the same name created right after gets
-// fresh directories that nothing of the old topic touches. The renamed
-// directories are removed in the background.
-func (m *metaStore) deleteTopic(t *topic) error {
-	m.mu.Lock()
-	cur := m.topics.Load().byName[t.name]
-	if cur == nil || cur.id != t.id {
-		m.mu.Unlock()
-		return nil
-	}
-	m.swapLocked(func(byName map[string]*topic) { delete(byName, t.name) })
-	if err := m.persistLocked(); err != nil {
-		m.swapLocked(func(byName map[string]*topic) { byName[t.name] = cur })
-		m.mu.Unlock()
-		return err
-	}
-	var renamed []string
-	for _, p := range cur.partitions {
-		p.deleted.Store(true)
-		p.notify()
-		_ = p.log.Close() // the data is going: a failed flush does not matter
-		dir := m.partitionDir(cur.name, p.index)
-		to := filepath.Join(m.cfg.DataDir, deleteDirName(cur.name, p.index, cur.id))
-		if err := m.fs().Rename(dir, to); err != nil {
-			// The closed directory stays under its name: a new topic's
-			// openPartition or the next start removes it.
-			m.logger.Warn("moving the partition directory of a deleted topic aside failed", "partition", p.String(), "dir", dir, "err", err)
-			continue
-		}
-		renamed = append(renamed, to)
-	}
-	m.removing.Add(1)
-	m.mu.Unlock()
-	go func() {
-		defer m.removing.Done()
-		for _, dir := range renamed {
-			if err := m.fs().RemoveAll(dir); err != nil {
-				m.logger.Warn("removing partition directory of deleted topic failed; it is removed at the next start", "dir", dir, "err", err)
-			}
-		}
-	}()
-	m.logger.Info("deleted topic", "topic", t.name, "topic_id", hex.EncodeToString(cur.id[:]))
-	return nil
-}
-
-// addPartitions grows a topic to count partitions.
-func (m *metaStore) addPartitions(t *topic, count int32) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.topics.Load().byName[t.name]
-	if cur == nil || cur.id != t.id {
-		return fmt.Errorf("topic %q was deleted", t.name)
-	}
-	next := *cur
-	next.partitions = append([]*partition(nil), cur.partitions...)
-	for i := int32(len(cur.partitions)); i < count; i++ {
-		p, err := m.openPartition(&next, i)
-		if err != nil {
-			for _, p := range next.partitions[len(cur.partitions):] {
-				_ = p.log.Delete()
-			}
-			return err
-		}
-		next.partitions = append(next.partitions, p)
-	}
-	m.swapLocked(func(byName map[string]*topic) { byName[t.name] = &next })
-	if err := m.persistLocked(); err != nil {
-		m.swapLocked(func(byName map[string]*topic) { byName[t.name] = cur })
-		for _, p := range next.partitions[len(cur.partitions):] {
-			_ = p.log.Delete()
-		}
-		return err
-	}
-	m.logger.Info("added partitions", "topic", t.name, "partitions", count)
-	return nil
-}
-
-// updateConfigs computes a topic's new config overrides from its current
-// ones and, unless validateOnly, stores and applies them. compute runs under
-// the metadata lock, so concurrent incremental changes are not lost.
-func (m *metaStore) updateConfigs(name string, compute func(cur map[string]string) (map[string]string, error), validateOnly bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.topics.Load().byName[name]
-	if cur == nil {
-		return errorf(kerr.UnknownTopicOrPartition, "topic %q does not exist", name)
-	}
-	configs, err := compute(cur.configs)
-	if err == nil {
-		if cerr := checkTopicConfigs(configs, m.cfg.TopicDefaults); cerr != nil {
-			err = errorf(kerr.InvalidConfig, "%v", cerr)
-		}
-	}
-	if err != nil || validateOnly {
-		return err
-	}
-	next := *cur
-	next.configs = configs
-	m.swapLocked(func(byName map[string]*topic) { byName[name] = &next })
-	if err := m.persistLocked(); err != nil {
-		m.swapLocked(func(byName map[string]*topic) { byName[name] = cur })
-		return err
-	}
-	lc := topicLogConfig(configs, m.cfg.TopicDefaults)
-	for _, p := range next.partitions {
-		p.log.SetConfig(lc)
-	}
-	m.logger.Info("changed topic configs", "topic", name, "configs", configs)
-	return nil
-}
-
-// nextProducerID hands out a producer id never handed out before, also
-// across restarts: ids are reserved in blocks recorded in the metadata file.
-func (m *metaStore) nextProducerID() (int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.pidNext >= m.pidBlockEnd {
-		m.pidBlockEnd = m.pidNext + producerIDBlock
-		if err := m.persistLocked(); err != nil {
-			m.pidBlockEnd = m.pidNext
-			return 0, err
-		}
-	}
-	id := m.pidNext
-	m.pidNext++
-	return id, nil
-}
-
 // sortedTopics returns every topic in name order.
 func (m *metaStore) sortedTopics() []*topic {
 	set := m.topics.Load()
@@ -549,18 +503,25 @@ func (m *metaStore) sortedTopics() []*topic {
 	return out
 }
 
-// allPartitions returns every partition, in topic and partition order.
-func (m *metaStore) allPartitions() []*partition {
+// localPartitions returns every partition this broker holds a replica of,
+// in topic and partition order.
+func (m *metaStore) localPartitions() []*partition {
 	var out []*partition
 	for _, t := range m.sortedTopics() {
-		out = append(out, t.partitions...)
+		for _, p := range t.partitions {
+			if p.log != nil {
+				out = append(out, p)
+			}
+		}
 	}
 	return out
 }
 
-// maintain runs retention and time-based rolling on every partition.
+// maintain runs retention and time-based rolling on every local partition.
+// Followers take their log start offset from the leader's fetch responses,
+// so retention runs on leaders only.
 func (m *metaStore) maintain() {
-	for _, p := range m.allPartitions() {
+	for _, p := range m.localPartitions() {
 		if p.deleted.Load() || p.log.Offline() != nil {
 			continue
 		}
@@ -575,11 +536,11 @@ func (m *metaStore) maintain() {
 	}
 }
 
-// partitionLogs returns the logs of every partition that is not deleted or
-// offline (the cleaner picks the compacted ones).
+// partitionLogs returns the logs of every local partition that is not
+// deleted or offline (the cleaner picks the compacted ones).
 func (m *metaStore) partitionLogs() []*vlog.Log {
 	var out []*vlog.Log
-	for _, p := range m.allPartitions() {
+	for _, p := range m.localPartitions() {
 		if !p.deleted.Load() && p.log.Offline() == nil {
 			out = append(out, p.log)
 		}
@@ -587,10 +548,10 @@ func (m *metaStore) partitionLogs() []*vlog.Log {
 	return out
 }
 
-// offlinePartitions lists partitions whose log hit a storage error.
+// offlinePartitions lists local partitions whose log hit a storage error.
 func (m *metaStore) offlinePartitions() []string {
 	var out []string
-	for _, p := range m.allPartitions() {
+	for _, p := range m.localPartitions() {
 		if p.log.Offline() != nil {
 			out = append(out, p.String())
 		}
@@ -598,40 +559,20 @@ func (m *metaStore) offlinePartitions() []string {
 	return out
 }
 
-// close waits for the removals of deleted topics' directories, then
+// close waits for the removals of dropped partitions' directories, then
 // flushes and closes every log.
 func (m *metaStore) close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.removing.Wait()
 	var errs []error
-	for _, p := range m.allPartitions() {
+	for _, p := range m.parts {
+		if p.log == nil {
+			continue
+		}
 		if err := p.log.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func newUUID() [16]byte {
-	var id [16]byte
-	for {
-		if _, err := rand.Read(id[:]); err != nil {
-			panic("crypto/rand failed: " + err.Error())
-		}
-		id[6] = id[6]&0x0f | 0x40 // version 4
-		id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
-		// Kafka reserves the all-zero id and 0...01 (the metadata topic).
-		if id != ([16]byte{}) {
-			return id
-		}
-	}
-}
-
-func parseUUIDHex(s string) ([16]byte, error) {
-	var id [16]byte
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != 16 {
-		return id, fmt.Errorf("invalid topic id %q", s)
-	}
-	copy(id[:], b)
-	return id, nil
 }

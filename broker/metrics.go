@@ -91,10 +91,11 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, o := range offsets {
 		t := b.meta.lookup(o.key.topic)
 		p := t.partition(o.key.partition)
-		if p == nil || p.log.Offline() != nil {
+		if p == nil || p.log == nil || p.log.Offline() != nil {
+			// No replica here: the high watermark is its leader's.
 			continue
 		}
-		l := max(p.log.EndOffset()-o.off, 0)
+		l := max(p.log.HighWatermark()-o.off, 0)
 		lag[o.key] = l
 		total[o.key.group] += l
 	}

@@ -37,7 +37,7 @@ func (b *Broker) handleListOffsets(r *kmsg.ListOffsetsRequest) kmsg.Response {
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:
-				sp.ErrorCode = checkLeaderEpoch(p, rp.CurrentLeaderEpoch)
+				sp.ErrorCode = leaderError(p, rp.CurrentLeaderEpoch)
 				if sp.ErrorCode == 0 {
 					b.listOffset(r.Version, p, rp, &sp)
 				}
@@ -55,14 +55,11 @@ func (b *Broker) handleListOffsets(r *kmsg.ListOffsetsRequest) kmsg.Response {
 }
 
 func (b *Broker) listOffset(version int16, p *partition, rp kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
-	if p.log.Offline() != nil {
-		sp.ErrorCode = kerr.KafkaStorageError.Code
-		return
-	}
-	sp.LeaderEpoch = p.epoch
+	sp.LeaderEpoch = p.leaderEpoch()
 	switch ts := rp.Timestamp; {
 	case ts == listLatest:
-		sp.Offset = p.log.EndOffset()
+		// Consumers see up to the high watermark.
+		sp.Offset = p.log.HighWatermark()
 	case ts == listEarliest || ts == listEarliestLocal && version >= 8:
 		sp.Offset = p.log.StartOffset()
 	case ts == listLatestTiered && version >= 9:
@@ -104,10 +101,8 @@ func (b *Broker) handleOffsetForLeaderEpoch(r *kmsg.OffsetForLeaderEpochRequest)
 			switch p := t.partition(rp.Partition); {
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case p.log.Offline() != nil:
-				sp.ErrorCode = kerr.KafkaStorageError.Code
 			default:
-				if sp.ErrorCode = checkLeaderEpoch(p, rp.CurrentLeaderEpoch); sp.ErrorCode == 0 {
+				if sp.ErrorCode = leaderError(p, rp.CurrentLeaderEpoch); sp.ErrorCode == 0 {
 					sp.LeaderEpoch, sp.EndOffset = p.log.EndOffsetForEpoch(rp.LeaderEpoch)
 				}
 			}
@@ -136,11 +131,14 @@ func (b *Broker) handleDeleteRecords(r *kmsg.DeleteRecordsRequest) kmsg.Response
 			case t.internal():
 				sp.ErrorCode = kerr.PolicyViolation.Code
 			default:
+				if sp.ErrorCode = leaderError(p, -1); sp.ErrorCode != 0 {
+					break
+				}
 				off := rp.Offset
 				if off == -1 {
-					off = p.log.EndOffset()
+					off = p.log.HighWatermark()
 				}
-				if off < 0 {
+				if off < 0 || off > p.log.HighWatermark() {
 					sp.ErrorCode = kerr.OffsetOutOfRange.Code
 					break
 				}

@@ -10,16 +10,24 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	vlog "github.com/vigilhq/vigil/broker/log"
+	"github.com/vigilhq/vigil/controller"
 )
 
-// partition is one partition this broker leads.
+// partition is one partition of the cluster as this broker sees it: the
+// controller's state of it (leader, epochs, replicas, ISR) and, when this
+// broker holds a replica, its log. While this broker leads it, the
+// partition also tracks the followers' progress, from which it advances
+// the high watermark and proposes ISR changes (replication.go).
 type partition struct {
 	topic   string
 	topicID [16]byte
 	index   int32
-	epoch   int32 // leader epoch; 0 until the metadata quorum assigns epochs
-	log     *vlog.Log
+	self    int32     // this broker's id
+	log     *vlog.Log // nil when this broker holds no replica
 	deleted atomic.Bool
+
+	// state is the controller's latest state of the partition.
+	state atomic.Pointer[controller.Partition]
 
 	// Long-poll fetches waiting for data register a wake channel here;
 	// appends notify them. nwait lets appends skip the lock when no one
@@ -27,6 +35,53 @@ type partition struct {
 	wmu     sync.Mutex
 	waiters map[chan struct{}]struct{}
 	nwait   atomic.Int32
+
+	// Leader-side replication state (see replication.go), under rmu.
+	rmu sync.Mutex
+	// leading is the leader epoch this broker leads the partition at, or
+	// -1 when it does not lead it.
+	leading int32
+	// epochStart is the log end offset when this leadership began: a
+	// follower must have reached it to join the ISR.
+	epochStart int64
+	followers  map[int32]*follower
+	// alterInFlight is set while an AlterPartition for this partition is
+	// outstanding; proposed is the ISR it proposes.
+	alterInFlight bool
+	proposed      []int32
+	// hwCh is closed (and replaced) when the high watermark advances or
+	// the partition's state changes, waking produce requests that wait
+	// for acks=all.
+	hwCh chan struct{}
+}
+
+// init prepares a new partition object.
+func (p *partition) init() {
+	p.leading = -1
+	p.hwCh = make(chan struct{})
+}
+
+// leaderEpoch returns the current leader epoch (0 before the first state).
+func (p *partition) leaderEpoch() int32 {
+	if st := p.state.Load(); st != nil {
+		return st.LeaderEpoch
+	}
+	return 0
+}
+
+// leaderID returns the current leader, or -1.
+func (p *partition) leaderID() int32 {
+	if st := p.state.Load(); st != nil {
+		return st.Leader
+	}
+	return -1
+}
+
+// isLeader reports whether this broker leads the partition (and holds its
+// log).
+func (p *partition) isLeader() bool {
+	st := p.state.Load()
+	return p.log != nil && st != nil && st.Leader == p.self && !p.deleted.Load()
 }
 
 func (p *partition) String() string { return fmt.Sprintf("%s-%d", p.topic, p.index) }

@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -14,16 +17,26 @@ import (
 // decoded here (the log engine decodes them only on compacted topics, to
 // reject records without a key with INVALID_RECORD).
 //
+// Only the partition's leader takes writes; a produce to another broker
+// gets NOT_LEADER_OR_FOLLOWER with the current leader and its endpoint
+// (KIP-951, v10+), so the client need not refresh all its metadata.
+//
 // acks=0 gets no response; if any partition failed the connection is closed
 // so the client refreshes its metadata, as Kafka does. acks=1 answers once
-// the log has the batch (and has fsynced it if the topic's flush policy says
-// so). acks=-1 (all) additionally requires min.insync.replicas in-sync
-// replicas; on a single broker that is one, so a topic asking for more gets
-// NOT_ENOUGH_REPLICAS.
+// the leader's log has the batch (and has fsynced it if the topic's flush
+// policy says so). acks=-1 (all) needs at least min.insync.replicas
+// in-sync replicas before the append (NOT_ENOUGH_REPLICAS otherwise) and
+// answers once every in-sync replica has the batch (the high watermark
+// passed it), or with REQUEST_TIMED_OUT after the request's timeout; if
+// the ISR shrank below min.insync.replicas meanwhile, the answer is
+// NOT_ENOUGH_REPLICAS_AFTER_APPEND. An idempotent producer's retry of a
+// batch that was appended is recognised and answered with its offsets.
 func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, func(), error) {
 	resp := r.ResponseKind().(*kmsg.ProduceResponse)
 	failed := false
 	validAcks := r.Acks == 0 || r.Acks == 1 || r.Acks == -1
+	var waits []replicationWait
+	leaders := map[int32]bool{}
 	for i := range r.Topics {
 		rt := &r.Topics[i]
 		var t *topic
@@ -42,7 +55,17 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
-			code, msg := b.producePartition(r, t, rp, &sp, validAcks)
+			code, msg, wait := b.producePartition(r, t, rp, &sp, validAcks)
+			if wait != nil {
+				wait.topic, wait.index = len(resp.Topics), len(st.Partitions)
+				waits = append(waits, *wait)
+			}
+			if code == kerr.NotLeaderForPartition.Code && t != nil {
+				if p := t.partition(rp.Partition); p != nil {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leaderID(), p.leaderEpoch()
+					leaders[p.leaderID()] = true
+				}
+			}
 			if code != 0 {
 				failed = true
 				sp.ErrorCode = code
@@ -60,38 +83,91 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 		}
 		return nil, nil, nil
 	}
+	if len(waits) > 0 {
+		ctx, cancel := context.WithTimeout(c.ctx, time.Duration(max(r.TimeoutMillis, 0))*time.Millisecond)
+		for _, w := range waits {
+			if code := w.p.waitReplicated(ctx, w.target, w.minISR); code != 0 {
+				if c.ctx.Err() != nil {
+					code = kerr.NotLeaderForPartition.Code // shutting down: try the new leader
+				}
+				sp := &resp.Topics[w.topic].Partitions[w.index]
+				sp.ErrorCode = code
+			}
+		}
+		cancel()
+	}
+	resp.Brokers = b.produceEndpoints(leaders)
 	return resp, nil, nil
 }
 
-func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, validAcks bool) (int16, string) {
+// replicationWait is an acks=all append waiting for the in-sync replicas.
+type replicationWait struct {
+	p            *partition
+	target       int64 // the high watermark that covers the append
+	minISR       int
+	topic, index int // where its answer is in the response
+}
+
+// produceEndpoints returns the endpoints of the given leaders (KIP-951).
+func (b *Broker) produceEndpoints(ids map[int32]bool) []kmsg.ProduceResponseBroker {
+	var out []kmsg.ProduceResponseBroker
+	for id := range ids {
+		br := b.meta.broker(id)
+		if br == nil {
+			continue
+		}
+		host, port, ok := splitEndpoint(br.Endpoint)
+		if !ok {
+			continue
+		}
+		e := kmsg.NewProduceResponseBroker()
+		e.NodeID, e.Host, e.Port = id, host, port
+		if br.Rack != "" {
+			e.Rack = strp(br.Rack)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// producePartition appends one partition's batches. For acks=all it
+// returns the wait for the in-sync replicas (nil otherwise, or on error).
+func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition, validAcks bool) (int16, string, *replicationWait) {
 	if t == nil {
 		if r.Version >= 13 {
-			return kerr.UnknownTopicID.Code, "unknown topic id"
+			return kerr.UnknownTopicID.Code, "unknown topic id", nil
 		}
-		return kerr.UnknownTopicOrPartition.Code, ""
+		return kerr.UnknownTopicOrPartition.Code, "", nil
 	}
 	p := t.partition(rp.Partition)
 	if p == nil {
-		return kerr.UnknownTopicOrPartition.Code, ""
+		return kerr.UnknownTopicOrPartition.Code, "", nil
 	}
 	if !validAcks {
-		return kerr.InvalidRequiredAcks.Code, "acks must be 0, 1 or -1 (all)"
+		return kerr.InvalidRequiredAcks.Code, "acks must be 0, 1 or -1 (all)", nil
 	}
 	if r.TransactionID != nil {
-		return kerr.InvalidRequest.Code, "transactional produce is not supported by this broker yet"
+		return kerr.InvalidRequest.Code, "transactional produce is not supported by this broker yet", nil
 	}
 	if t.internal() {
-		return kerr.InvalidTopicException.Code, "producing to internal topics is not allowed"
+		return kerr.InvalidTopicException.Code, "producing to internal topics is not allowed", nil
 	}
+	if code := leaderError(p, -1); code != 0 {
+		if code == kerr.NotLeaderForPartition.Code {
+			return code, "this broker does not lead the partition; its leader is broker " + itoa(p.leaderID()), nil
+		}
+		return code, "", nil
+	}
+	minISR := minInsyncReplicas(t.configs, b.cfg.TopicDefaults)
 	if r.Acks == -1 {
-		if need := minInsyncReplicas(t.configs, b.cfg.TopicDefaults); need > 1 {
-			return kerr.NotEnoughReplicas.Code, "min.insync.replicas is larger than the one in-sync replica of a single-broker cluster"
+		if st := p.state.Load(); len(st.ISR) < minISR {
+			return kerr.NotEnoughReplicas.Code, fmt.Sprintf("the partition has %d in-sync replicas %v; min.insync.replicas is %d", len(st.ISR), st.ISR, minISR), nil
 		}
 	}
 	if len(rp.Records) == 0 {
-		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition" // as Kafka
+		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition", nil // as Kafka
 	}
-	info, err := p.log.Append(rp.Records, p.epoch)
+	info, err := p.log.Append(rp.Records, p.leaderEpoch())
 	if err != nil {
 		// Records rejected one by one (keyless records on a compacted
 		// topic): Kafka lists them in the response (v8+).
@@ -103,13 +179,18 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 				sp.ErrorRecords = append(sp.ErrorRecords, er)
 			}
 		}
-		return p.errorCode(err) // the log itself logs going offline, once
+		code, msg := p.errorCode(err) // the log itself logs going offline, once
+		return code, msg, nil
 	}
 	sp.BaseOffset = info.BaseOffset
 	sp.LogAppendTime = info.LogAppendTime
 	sp.LogStartOffset = info.LogStartOffset
 	if !info.Duplicate {
+		p.maybeAdvanceHW()
 		p.notify()
 	}
-	return 0, ""
+	if r.Acks == -1 {
+		return 0, "", &replicationWait{p: p, target: info.LastOffset + 1, minISR: minISR}
+	}
+	return 0, "", nil
 }

@@ -111,6 +111,11 @@ var topicConfigIndex = func() map[string]*topicConfigDef {
 }()
 
 // parseTopicConfig checks one name=value pair and returns the value as stored.
+// ValidateTopicConfig checks one topic config setting and returns its
+// normalized value, or an error saying what is wrong. The controller
+// quorum uses it (controller.ConfigValidator) to refuse bad values.
+func ValidateTopicConfig(name, value string) (string, error) { return parseTopicConfig(name, value) }
+
 func parseTopicConfig(name, value string) (string, error) {
 	def, ok := topicConfigIndex[name]
 	if !ok {

@@ -1,0 +1,360 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Follower-side replication: one fetcher per leader broker fetches every
+// partition this broker follows from that leader, with the Kafka Fetch
+// protocol as a replica (the request names this broker as the replica and
+// each partition's last fetched epoch), and appends what it gets to the
+// local logs unchanged (offsets, epochs, producer state: see
+// log.AppendAsFollower). A diverging-epoch answer (KIP-320, the leader's log
+// went another way after a leader change) truncates the local log to where
+// the two agree; the leader's high watermark and log start offset follow
+// along.
+
+// Replica fetch settings (Kafka's replica.fetch.* defaults).
+const (
+	replicaFetchMaxWait      = 500 * time.Millisecond
+	replicaFetchMaxBytes     = 10 << 20
+	replicaFetchPartitionMax = 1 << 20
+	replicaFetchBackoff      = time.Second
+)
+
+// fetchers runs the fetchers of this broker.
+type fetchers struct {
+	b *Broker
+
+	mu       sync.Mutex
+	byLeader map[int32]*fetcher
+	closed   bool
+}
+
+// fetcher fetches from one leader.
+type fetcher struct {
+	f        *fetchers
+	leader   int32
+	endpoint string
+	cl       *kgo.Client
+	cancel   context.CancelFunc
+	done     chan struct{}
+
+	mu    sync.Mutex
+	parts map[*partition]*fetchPartState
+	wake  chan struct{}
+}
+
+// fetchPartState is a followed partition's fetch state.
+type fetchPartState struct {
+	epoch      int32     // the leader epoch it is followed at
+	retryAfter time.Time // paused after an error until then
+}
+
+func newFetchers(b *Broker) *fetchers {
+	return &fetchers{b: b, byLeader: map[int32]*fetcher{}}
+}
+
+// follow makes p fetched from its current leader (or from no one when it
+// has none).
+func (fs *fetchers) follow(p *partition) {
+	st := p.state.Load()
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.removeLocked(p)
+	if fs.closed || st == nil || st.Leader < 0 || st.Leader == p.self {
+		return
+	}
+	lb := fs.b.meta.broker(st.Leader)
+	if lb == nil || lb.Endpoint == "" {
+		return // the leader's registration arrives with the next image
+	}
+	f := fs.byLeader[st.Leader]
+	if f != nil && f.endpoint != lb.Endpoint {
+		// The leader restarted on another address.
+		f.stop()
+		delete(fs.byLeader, st.Leader)
+		f = nil
+	}
+	if f == nil {
+		var err error
+		if f, err = fs.start(st.Leader, lb.Endpoint); err != nil {
+			fs.b.logger.Error("starting a replica fetcher failed", "leader", st.Leader, "endpoint", lb.Endpoint, "err", err)
+			return
+		}
+		fs.byLeader[st.Leader] = f
+	}
+	f.mu.Lock()
+	f.parts[p] = &fetchPartState{epoch: st.LeaderEpoch}
+	f.mu.Unlock()
+	f.poke()
+}
+
+// unfollow stops fetching p.
+func (fs *fetchers) unfollow(p *partition) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.removeLocked(p)
+}
+
+func (fs *fetchers) removeLocked(p *partition) {
+	for id, f := range fs.byLeader {
+		f.mu.Lock()
+		delete(f.parts, p)
+		empty := len(f.parts) == 0
+		f.mu.Unlock()
+		if empty {
+			f.stop()
+			delete(fs.byLeader, id)
+		}
+	}
+}
+
+// close stops every fetcher.
+func (fs *fetchers) close() {
+	fs.mu.Lock()
+	fs.closed = true
+	all := fs.byLeader
+	fs.byLeader = map[int32]*fetcher{}
+	fs.mu.Unlock()
+	for _, f := range all {
+		f.stop()
+	}
+}
+
+func (fs *fetchers) start(leader int32, endpoint string) (*fetcher, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(endpoint),
+		kgo.ClientID("vigil-replica-fetcher-"+itoa(fs.b.cfg.NodeID)),
+		kgo.DisableClientMetrics(),
+		kgo.RequestTimeoutOverhead(10*time.Second),
+	)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(fs.b.ctx)
+	f := &fetcher{f: fs, leader: leader, endpoint: endpoint, cl: cl, cancel: cancel, done: make(chan struct{}),
+		parts: map[*partition]*fetchPartState{}, wake: make(chan struct{}, 1)}
+	go f.run(ctx)
+	return f, nil
+}
+
+func (f *fetcher) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the fetcher and waits for it (never under f.mu).
+func (f *fetcher) stop() {
+	f.cancel()
+	<-f.done
+	f.cl.Close()
+}
+
+func (f *fetcher) run(ctx context.Context) {
+	defer close(f.done)
+	logger := f.f.b.logger.With("leader", f.leader)
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+		}
+		req, parts, next := f.request()
+		if req == nil {
+			wait := time.Until(next)
+			if next.IsZero() {
+				wait = time.Hour
+			}
+			select {
+			case <-f.wake:
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+			backoff = 0
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, replicaFetchMaxWait+15*time.Second)
+		kresp, err := f.cl.SeedBrokers()[0].Request(rctx, req)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Debug("replica fetch failed; retrying", "err", err)
+			}
+			backoff = replicaFetchBackoff
+			continue
+		}
+		resp := kresp.(*kmsg.FetchResponse)
+		if resp.ErrorCode != 0 {
+			logger.Debug("replica fetch refused; retrying", "err", kerr.ErrorForCode(resp.ErrorCode))
+			backoff = replicaFetchBackoff
+			continue
+		}
+		backoff = 0
+		f.handle(resp, parts)
+	}
+}
+
+// request builds the next replica fetch for the partitions not paused; if
+// none is ready it returns nil and when the earliest paused one resumes.
+func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partition, time.Time) {
+	b := f.f.b
+	now := time.Now()
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = b.cfg.NodeID
+	req.ReplicaState.ID = b.cfg.NodeID
+	req.ReplicaState.Epoch = b.link.brokerEpoch()
+	req.MaxWaitMillis = int32(replicaFetchMaxWait / time.Millisecond)
+	req.MinBytes = 1
+	req.MaxBytes = replicaFetchMaxBytes
+	req.SessionEpoch = -1 // no fetch session
+	parts := map[[16]byte]map[int32]*partition{}
+	var next time.Time
+	byTopic := map[[16]byte]int{}
+	f.mu.Lock()
+	for p, ps := range f.parts {
+		if p.deleted.Load() || p.log.Offline() != nil {
+			continue
+		}
+		if now.Before(ps.retryAfter) {
+			if next.IsZero() || ps.retryAfter.Before(next) {
+				next = ps.retryAfter
+			}
+			continue
+		}
+		i, ok := byTopic[p.topicID]
+		if !ok {
+			t := kmsg.NewFetchRequestTopic()
+			t.Topic, t.TopicID = p.topic, p.topicID
+			req.Topics = append(req.Topics, t)
+			i = len(req.Topics) - 1
+			byTopic[p.topicID] = i
+			parts[p.topicID] = map[int32]*partition{}
+		}
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition = p.index
+		rp.CurrentLeaderEpoch = ps.epoch
+		rp.FetchOffset = p.log.EndOffset()
+		if e, ok := p.log.LatestEpoch(); ok {
+			rp.LastFetchedEpoch = e
+		}
+		rp.LogStartOffset = p.log.StartOffset()
+		rp.PartitionMaxBytes = replicaFetchPartitionMax
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		parts[p.topicID][p.index] = p
+	}
+	f.mu.Unlock()
+	if len(req.Topics) == 0 {
+		return nil, nil, next
+	}
+	return req, parts, next
+}
+
+// handle applies a fetch response to the followed partitions.
+func (f *fetcher) handle(resp *kmsg.FetchResponse, parts map[[16]byte]map[int32]*partition) {
+	b := f.f.b
+	for i := range resp.Topics {
+		rt := &resp.Topics[i]
+		byIndex := parts[rt.TopicID]
+		if byIndex == nil {
+			if t := b.meta.lookup(rt.Topic); t != nil {
+				byIndex = parts[t.id]
+			}
+		}
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			p := byIndex[rp.Partition]
+			if p == nil {
+				continue
+			}
+			if err := f.apply(p, rp); err != nil {
+				f.pause(p, err)
+			}
+		}
+	}
+}
+
+// errWaitForMetadata pauses a partition until the next metadata change
+// re-adds it (it is re-added by follow).
+var errWaitForMetadata = errors.New("the leader does not lead this partition at our epoch; waiting for metadata")
+
+// apply applies one partition of a replica fetch response.
+func (f *fetcher) apply(p *partition, rp *kmsg.FetchResponseTopicPartition) error {
+	l := p.log
+	switch rp.ErrorCode {
+	case 0:
+	case kerr.OffsetOutOfRange.Code:
+		// Our end is outside the leader's log: behind its start (it
+		// deleted what we miss) or past its high watermark.
+		if l.EndOffset() < rp.LogStartOffset {
+			f.f.b.logger.Info("follower fell behind the leader's log start; restarting the log there",
+				"partition", p.String(), "end_offset", l.EndOffset(), "leader_log_start", rp.LogStartOffset)
+			return l.TruncateFullyAndStartAt(rp.LogStartOffset)
+		}
+		return l.TruncateTo(max(rp.HighWatermark, l.HighWatermark()))
+	case kerr.NotLeaderForPartition.Code, kerr.FencedLeaderEpoch.Code, kerr.UnknownLeaderEpoch.Code,
+		kerr.UnknownTopicOrPartition.Code, kerr.UnknownTopicID.Code:
+		return errWaitForMetadata
+	default:
+		return kerr.ErrorForCode(rp.ErrorCode)
+	}
+	if de := rp.DivergingEpoch; de.Epoch >= 0 && de.EndOffset >= 0 {
+		// The logs diverge after the leader's end offset for our last
+		// epoch: cut ours to where both agree.
+		target := min(de.EndOffset, l.EndOffset())
+		if e, end := l.EndOffsetForEpoch(de.Epoch); e >= 0 && end >= 0 {
+			target = min(target, end)
+		}
+		f.f.b.logger.Info("follower log diverged from the leader's; truncating",
+			"partition", p.String(), "to", target, "leader_epoch", de.Epoch, "leader_end_offset", de.EndOffset)
+		return l.TruncateTo(target)
+	}
+	if len(rp.RecordBatches) > 0 {
+		if _, err := l.AppendAsFollower(rp.RecordBatches); err != nil {
+			if l.Offline() != nil {
+				f.f.b.logger.Error("follower append failed; the partition is offline", "partition", p.String(), "err", err)
+			}
+			return err
+		}
+	}
+	l.SetHighWatermark(min(rp.HighWatermark, l.EndOffset()))
+	if rp.LogStartOffset > l.StartOffset() {
+		if _, err := l.DeleteRecordsBefore(min(rp.LogStartOffset, l.HighWatermark())); err != nil {
+			return err
+		}
+	}
+	p.notify()
+	return nil
+}
+
+// pause stops fetching p for a while after an error (until the next
+// metadata change for errWaitForMetadata, which follow undoes).
+func (f *fetcher) pause(p *partition, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ps := f.parts[p]
+	if ps == nil {
+		return
+	}
+	d := replicaFetchBackoff
+	if errors.Is(err, errWaitForMetadata) {
+		d = 5 * time.Second
+	}
+	ps.retryAfter = time.Now().Add(d)
+	if !errors.Is(err, errWaitForMetadata) {
+		f.f.b.logger.Warn("replica fetch of a partition failed; retrying", "partition", p.String(), "err", err)
+	}
+}
