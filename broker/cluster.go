@@ -38,7 +38,7 @@ func (b *Broker) handleInitProducerID(r *kmsg.InitProducerIDRequest) kmsg.Respon
 // reserves for this broker, so ids are unique across the cluster and
 // restarts (Kafka's AllocateProducerIds).
 type pidAllocator struct {
-	mu        sync.Mutex
+	mu          sync.Mutex
 	nextID, end int64
 }
 

@@ -15,8 +15,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigilhq/vigil/broker/group"
-	"github.com/vigilhq/vigil/controller"
 	vlog "github.com/vigilhq/vigil/broker/log"
+	"github.com/vigilhq/vigil/controller"
 )
 
 // Config is a broker's static configuration. Every field can be set in the

@@ -16,8 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/vigilhq/vigil/controller"
 	vlog "github.com/vigilhq/vigil/broker/log"
+	"github.com/vigilhq/vigil/controller"
 )
 
 // The broker's view of the cluster is a copy of the controller quorum's
