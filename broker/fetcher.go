@@ -97,6 +97,29 @@ func (fs *fetchers) follow(p *partition) {
 	f.poke()
 }
 
+// ensure follows p unless it is already fetched from its current leader
+// at that leader's current endpoint.
+func (fs *fetchers) ensure(p *partition) {
+	st := p.state.Load()
+	if st == nil || st.Leader < 0 || st.Leader == p.self {
+		return
+	}
+	lb := fs.b.meta.broker(st.Leader)
+	fs.mu.Lock()
+	f := fs.byLeader[st.Leader]
+	ok := false
+	if f != nil && lb != nil && f.endpoint == lb.Endpoint {
+		f.mu.Lock()
+		ps := f.parts[p]
+		ok = ps != nil && ps.epoch == st.LeaderEpoch
+		f.mu.Unlock()
+	}
+	fs.mu.Unlock()
+	if !ok {
+		fs.follow(p)
+	}
+}
+
 // unfollow stops fetching p.
 func (fs *fetchers) unfollow(p *partition) {
 	fs.mu.Lock()

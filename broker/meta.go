@@ -108,6 +108,8 @@ type roleHooks interface {
 	// stopped: this broker no longer holds a replica of p; its log is
 	// closed.
 	stopped(p *partition)
+	// applied: a change was applied (after the role changes it caused).
+	applied()
 }
 
 type metaStore struct {
@@ -234,6 +236,9 @@ func (m *metaStore) apply(d *controller.Delta) error {
 		m.started = true
 		m.removeStraysLocked()
 	}
+	if m.hooks != nil {
+		m.hooks.applied()
+	}
 	close(m.changed)
 	m.changed = make(chan struct{})
 	return nil
@@ -271,6 +276,9 @@ func (m *metaStore) reconcileLocked() {
 		c := *b
 		set.brokers[id] = &c
 	}
+	// The new brokers first: the role hooks look leaders' endpoints up.
+	old := m.topics.Load()
+	m.topics.Store(&topicSet{byName: old.byName, byID: old.byID, brokers: set.brokers, offset: old.offset})
 	seen := make(map[partKey]bool, len(m.parts))
 	for _, ct := range m.image.SortedTopics() {
 		t := &topic{name: ct.Name, id: [16]byte(ct.ID), configs: map[string]string{}, partitions: make([]*partition, len(ct.Partitions))}

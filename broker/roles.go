@@ -44,6 +44,17 @@ func (b *Broker) stopped(p *partition) {
 	b.fetchers.unfollow(p)
 }
 
+// applied makes sure every partition this broker follows is fetched from
+// its current leader: a leader whose registration arrived after the
+// partition's state, or that moved to another endpoint, is picked up here.
+func (b *Broker) applied() {
+	for _, p := range b.meta.localPartitions() {
+		if !p.isLeader() && !p.deleted.Load() {
+			b.fetchers.ensure(p)
+		}
+	}
+}
+
 // isrLoop proposes ISR changes for the partitions this broker leads: every
 // replica.lag.time.max.ms/4 it shrinks the ISRs of followers that fell
 // behind and expands them with followers that caught up.
