@@ -29,10 +29,11 @@ bench:
 # Short fuzzing of every decoder; the seed corpora also run in `make test`.
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzAppend -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz 'FuzzAppend$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz 'FuzzRecover$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz FuzzRecoverMetadata -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz FuzzCompactedAppend -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz FuzzAppendAsFollower -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $(FUZZTIME) ./broker/
 	$(GO) test -run '^$$' -fuzz FuzzReplay -fuzztime $(FUZZTIME) ./broker/group/
 

@@ -17,11 +17,14 @@ const truncationFile = "truncation-in-progress"
 // TruncateTo removes every record at and after offset, as a follower does
 // with the divergent tail of its log after a leader change (Kafka's
 // UnifiedLog.truncateTo). Batches are never split: a batch that holds
-// offset is removed whole, with everything after it, so the log end offset
-// becomes the end of the last batch kept, which is offset itself when
-// offset is a batch boundary (as the end offsets of leader epochs and high
-// watermarks are) and lower otherwise, or in a compacted log's gap. Read
-// EndOffset afterwards, and fetch from there.
+// offset is removed whole, with everything after it. The log end offset
+// becomes the offset after the last batch kept, which is offset itself
+// when offset is a batch boundary (as the end offsets of leader epochs and
+// high watermarks are) and lower otherwise; when the cut empties a segment
+// that begins after the last batch kept (a compacted log's gap), it is that
+// segment's base offset. It is never above offset: read EndOffset
+// afterwards, and fetch from there (Kafka sets the end to offset itself,
+// which only differs inside a batch, never the case of its truncations).
 //
 //   - offset >= EndOffset: nothing is removed, but leader epochs recorded at
 //     or after the end offset (by AssignLeaderEpoch, with no batch written

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -693,5 +694,51 @@ func TestTruncateStopsCleaning(t *testing.T) {
 	}
 	if res := l.clean(newTestCleaner()); !res.Cleaned {
 		t.Fatal("nothing cleaned after the truncation")
+	}
+}
+
+// TestTruncateWaitsForReaders: the file of a segment being cut is cut only
+// once the reads holding it are done (here a reference taken as Read
+// does); until then such a read still sees the whole file, while new reads
+// already see the truncated log.
+func TestTruncateWaitsForReaders(t *testing.T) {
+	l := openTest(t, smallConfig())
+	for i := range 6 {
+		l.mustAppend(simple(t, 2, t0+int64(i)))
+	}
+	seg := l.active()
+	size := seg.size.Load()
+	if !seg.acquire() {
+		t.Fatal("acquire")
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.TruncateTo(4) }()
+	for l.EndOffset() != 4 || l.active() == seg {
+		runtime.Gosched() // until the truncation is published
+	}
+	if r, err := l.Read(nil, 0, 1<<20, l.EndOffset()); err != nil || len(batches(t, r.Records)) != 2 {
+		t.Fatalf("a new read: %v", err)
+	}
+	if _, err := l.Read(nil, 6, 1<<20, 100); !errors.Is(err, kerr.OffsetOutOfRange) {
+		t.Fatalf("a read beyond the new end: %v", err)
+	}
+	buf := make([]byte, size)
+	if _, err := readFullAt(seg.f, buf, 0); err != nil {
+		t.Fatalf("the old reader's segment was cut under it: %v", err)
+	}
+	if fi, _ := os.Stat(seg.path(logSuffix)); fi.Size() != size {
+		t.Fatalf("the file was cut to %d while read", fi.Size())
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("TruncateTo returned (%v) while a read held the segment", err)
+	default:
+	}
+	seg.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(seg.path(logSuffix)); fi.Size() != l.active().size.Load() || fi.Size() >= size {
+		t.Fatalf("the file has %d bytes after the truncation, want %d", fi.Size(), l.active().size.Load())
 	}
 }
