@@ -742,3 +742,29 @@ func TestTruncateWaitsForReaders(t *testing.T) {
 		t.Fatalf("the file has %d bytes after the truncation, want %d", fi.Size(), l.active().size.Load())
 	}
 }
+
+// TestTruncateCutsAtDamage: a batch damaged on disk before the truncation
+// offset (its length field no longer fits) is cut away with the tail, as
+// recovery would cut it, rather than failing the truncation.
+func TestTruncateCutsAtDamage(t *testing.T) {
+	cfg := smallConfig()
+	cfg.IndexIntervalBytes = 1 << 20 // no index entries: read from the start
+	l := openTest(t, cfg)
+	var pos []int64
+	for i := range 6 {
+		pos = append(pos, l.active().size.Load())
+		l.mustAppend(simple(t, 2, t0+int64(i)))
+	}
+	if _, err := l.active().f.WriteAt([]byte{0x7f, 0, 0, 0}, pos[3]+offLength); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.TruncateTo(10); err != nil {
+		t.Fatal(err)
+	}
+	if l.EndOffset() != 6 || l.Offline() != nil {
+		t.Fatalf("end %d (want 6, before the damaged batch), offline %v", l.EndOffset(), l.Offline())
+	}
+	if l2 := l.reopen(true); l2.EndOffset() != 6 || len(readAll(t, l2.Log)) != 3 {
+		t.Fatalf("reopened: end %d", l2.EndOffset())
+	}
+}
