@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./broker/
 	$(GO) test -run '^$$' -fuzz '^FuzzCompactedAppend$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $(FUZZTIME) ./broker/group/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendAsFollower$$' -fuzztime $(FUZZTIME) ./broker/log/
 
 tidy:
 	$(GO) mod tidy

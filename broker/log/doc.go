@@ -1,6 +1,7 @@
 // Package log is the partition log engine of a Vigil broker: one Log per
 // partition, stored as a directory of segment files with sparse offset and
-// time indexes, exactly one writer (the partition leader) and many readers.
+// time indexes, exactly one writer (the partition leader's appends, or on a
+// follower the replica fetcher's) and many readers.
 //
 // # On disk
 //
@@ -16,8 +17,10 @@
 // leader epoch cache, epoch → first offset, in Kafka's text format, answered
 // by OffsetForLeaderEpoch) and <offset>.snapshot producer state snapshots
 // (idempotent producers' last five batches as of that offset, so that
-// deduplication survives a restart; the two newest are kept). A compacted
-// log also has cleaner-offset-checkpoint (where the last cleaning ended and
+// deduplication survives a restart; the two newest are kept). A replicated
+// log has high-watermark-checkpoint (see Replication), and only while a
+// truncation runs truncation-in-progress. A compacted log also has
+// cleaner-offset-checkpoint (where the last cleaning ended and
 // when a tombstone it kept may go) and, only while a cleaning runs,
 // <base>.log.cleaned, <base>.index.cleaned, <base>.timeindex.cleaned (a
 // cleaned segment being written) and <base>.swap (the swap record of a
@@ -114,39 +117,53 @@
 //     is fsynced before the record is removed. See Compaction.
 //   - Checkpoints, indexes and snapshots are replaced atomically: written to
 //     a .tmp file, fsynced, renamed, and the directory fsynced. The leader
-//     epoch checkpoint is written by the Append that first uses a new epoch,
-//     before it returns. The log start offset is checkpointed before any
-//     segment below it is deleted, so a crash in between leaves segments that
-//     Open deletes.
+//     epoch checkpoint is written by the Append (or AppendAsFollower, or
+//     AssignLeaderEpoch) that first uses a new epoch, before it returns. The
+//     log start offset is checkpointed before any segment below it is
+//     deleted, so a crash in between leaves segments that Open deletes.
+//   - The high watermark is checkpointed lazily, by Flush, Maintain and
+//     Close, and by a truncation that lowers it: after a crash it may be
+//     older (lower) than what was set, never higher.
+//   - A truncation is recorded (atomically) before it changes anything and
+//     the record is removed only once all of it is durable; Open completes
+//     a recorded truncation. See Replication.
 //
 // # Recovery
 //
-// Open first completes any swap of a cleaned segment a crash interrupted
-// (see Compaction), then removes leftover *.tmp, *.deleted and *.cleaned
-// files, indexes without a segment and empty segments that are neither the
+// Open first completes any swap of a cleaned segment and any truncation a
+// crash interrupted (see Compaction and Replication), then removes leftover
+// *.tmp, *.deleted and *.cleaned files, indexes without a segment and empty segments that are neither the
 // first nor the last (an empty first segment is what the cleaner leaves when
 // it removed every record there; its base offset is where the log starts),
 // and ignores (with a warning) files whose names do not parse. It validates
-// the last segment batch by batch
-// (header, CRC-32C and that base offsets continue from the segment's base
-// offset), truncates everything after the last valid batch (logging how many
-// bytes at which offset) and rebuilds its indexes. For the other segments it
+// the last segment batch by batch (header, CRC-32C, a record count that
+// fits the batch's offsets, and base offsets that start at or after the
+// segment's base offset and increase), truncates everything after the last
+// valid batch (logging how many bytes at which offset) and rebuilds its
+// indexes. For the other segments it
 // loads the indexes and checks them against the segment (entries in order and
 // within the file, the first batch at the segment's base offset, the batches
 // after the last offset index entry chaining to the end of the file, the time
 // index reaching the largest timestamp seen); indexes that fail are rebuilt by
 // reading the segment, and data that fails validation there is truncated
-// (logged as an error). In those older segments the first batch may start
-// after the segment's base offset and offsets may leave gaps, both left by
-// the cleaner; in the last segment, which the cleaner never touches, offsets
-// must follow each other. The log start offset is the checkpoint or the first
+// (logged as an error). In every segment the first batch may start after
+// the segment's base offset, offsets may leave gaps and batches may hold
+// fewer records than offsets, or none: the cleaner writes such batches, and
+// a follower copies them from a compacted leader into its last segment
+// (Kafka's recovery accepts them too). The log start offset is the
+// checkpoint or the first
 // segment's base offset, whichever is larger; segments wholly below it are
 // deleted, and if it lies beyond the recovered end (data that was never
 // fsynced) the log restarts empty at the start offset. The leader epoch cache
 // is truncated to the log end and extended from the last segment's batches,
 // or rebuilt from all batch headers if its checkpoint is missing or
-// unreadable. Producer state comes from the newest valid snapshot at or below
-// the log end plus the batch headers after it (the whole log without one).
+// unreadable; as in Kafka, an epoch recorded at the log end with no batch
+// yet (AssignLeaderEpoch) is dropped, and a leader assigns it again. The
+// high watermark is its checkpoint clamped to [log start, log end], or the
+// log start without one. A cleaner checkpoint beyond the log end is
+// lowered to it. Producer state comes from the newest valid snapshot at or
+// below the log end plus the batch headers after it (the whole log without
+// one).
 //
 // # Retention
 //
@@ -236,7 +253,10 @@
 // segment, which it never touches; readers hold references to the segments
 // they read. One cleaning per log at a time; retention or DeleteRecords
 // deleting a segment being cleaned makes the cleaning stop without an
-// error; Close stops a cleaning and waits for it. The I/O of all of a
+// error; Close stops a cleaning and waits for it, and so do TruncateTo and
+// TruncateFullyAndStartAt, which keep new cleanings from starting until
+// they are done (the stopped cleaning returns without an error). The I/O
+// of all of a
 // Cleaner's cleanings is limited to CleanerConfig.IOMaxBytesPerSecond.
 //
 // A cleaning that fails before its swap (damaged data, a failed write of
@@ -247,13 +267,84 @@
 // offline like any storage error; reopening it completes the swap. Control
 // batches (there are none until transactions land) are kept whole.
 //
+// # Replication
+//
+// A follower replicates its leader with the Kafka Fetch protocol, and the
+// log gives it what Kafka's UnifiedLog gives a replica:
+//
+//   - AppendAsFollower writes the batches a fetch returned, byte for byte:
+//     offsets, partition leader epochs, timestamps and producer fields are
+//     the leader's. They are validated as stored batches (so a compacted
+//     leader's cleaned batches, empty batches and offset gaps, and control
+//     and transactional batches, are accepted; keys and max.message.bytes
+//     are the leader's business), must increase, and the first must start
+//     at or after the log end offset (else OFFSET_OUT_OF_RANGE, nothing
+//     written). A new leader epoch in a batch starts at its base offset in
+//     the epoch cache; producer state is replayed without validation, so a
+//     follower promoted to leader deduplicates retries and rejects sequence
+//     gaps exactly like the old leader. Rolls, indexes, the flush policy and
+//     wake-ups are those of Append; a roll after a gap starts the new
+//     segment at the first batch's base offset.
+//   - LatestEpoch is the follower's LastFetchedEpoch; EndOffsetForEpoch
+//     answers OffsetForLeaderEpoch (and the leader's diverging-epoch check)
+//     exactly as Kafka's LeaderEpochFileCache.endOffsetFor, including
+//     (-1, -1) for an undefined epoch, an empty cache and an epoch newer
+//     than the latest; so a broker that becomes leader at epoch E calls
+//     AssignLeaderEpoch(E) first, which records E at the log end offset.
+//   - TruncateTo(offset) removes a divergent tail: whole batches at and
+//     after offset (the end becomes the end of the last batch kept, or the
+//     base of a segment the cut left empty after a gap; never above
+//     offset), deleting later segments and cutting the segment that holds
+//     the new end (its file, indexes, statistics), truncating the epoch
+//     cache from the end, rebuilding producer state from the newest
+//     snapshot at or below the new end (snapshots above it are removed),
+//     lowering the cleaner checkpoint and the high watermark. At or below
+//     the log start offset it empties the log there.
+//     TruncateFullyAndStartAt(offset) empties the log and restarts it at
+//     offset (the leader's log start moved past the follower). Both stop a
+//     cleaning in progress and hold off new ones until done.
+//   - The high watermark (HighWatermark, SetHighWatermark) is kept by the
+//     log: it only moves up through SetHighWatermark, clamped to the log
+//     end, and down only through truncation; it is raised to the log start
+//     offset when retention or DeleteRecordsBefore move the start past it.
+//     The broker reads for consumers up to HighWatermark() (Read's
+//     maxOffset) and for followers up to EndOffset(). A log without
+//     replication never needs it: the broker may keep reading up to
+//     EndOffset(), or set the high watermark after every append, as a
+//     Kafka leader alone in its ISR does. A follower moves its log start
+//     with DeleteRecordsBefore(min(leader's log start, EndOffset())).
+//
+// Truncation and readers: readers take no lock, so a truncation publishes
+// the lower end offset and the new segment list first (new reads see the
+// truncated log; a read beyond the end fails with OFFSET_OUT_OF_RANGE),
+// deletes later segments the usual way (renamed to *.deleted, removed when
+// their last reader is done), and replaces the segment it cuts by a new
+// segment object on the same file; the file is cut only when the reads
+// holding the old object are done (appends wait for them meanwhile). A
+// read that started before the truncation may return the batches it
+// removed, always whole and valid.
+//
+// Truncation and crashes: the truncation record truncation-in-progress
+// ("TruncateTo offset" or "restart at offset", written atomically) is the
+// first change on disk. Then later segments are renamed away, the segment
+// file is cut and fsynced, the epoch, cleaner, start offset and high
+// watermark checkpoints are rewritten, producer snapshots beyond the new
+// end are removed, the directory is fsynced, and only then the record is
+// removed (and the directory fsynced again). Open, finding the record,
+// removes the segments above the offset and cuts the one holding it (or
+// removes every segment and snapshot and writes the start offset), then
+// recovers as usual, which drops epochs, snapshots and a high watermark
+// beyond the new end. So after a crash the log is as it was (no record
+// yet) or truncated, never a mix. TestTruncateCrashAtEveryStep crashes
+// truncations at each of their file system operations.
+//
 // # Errors
 //
 // Errors that a client should see wrap a *kerr.Error from
 // github.com/twmb/franz-go/pkg/kerr (CORRUPT_MESSAGE, INVALID_RECORD,
 // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, UNSUPPORTED_COMPRESSION_TYPE,
 // OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, OFFSET_OUT_OF_RANGE,
-// KAFKA_STORAGE_ERROR, ...), so the broker maps them to wire error codes with
+// FENCED_LEADER_EPOCH, KAFKA_STORAGE_ERROR, ...), so the broker maps them to wire error codes with
 // errors.As, and their messages say what was wrong. After a failed write,
 // fsync, truncate, rename or read the log is offline: that call and every
 // later one return an error wrapping KAFKA_STORAGE_ERROR (and the cause),

@@ -1,11 +1,13 @@
 package log
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -105,10 +107,12 @@ func FuzzRecover(f *testing.F) {
 		if l.StartOffset() != 0 {
 			t.Fatalf("start offset %d", l.StartOffset())
 		}
-		hs := readAll(t, l.Log) // fails on any invalid batch
+		// Recovery keeps valid stored batches with increasing offsets
+		// (gaps and cleaned batches included: a follower copies them).
+		hs := storedBatches(t, l.Log) // fails on any invalid batch
 		size := int64(0)
 		for _, h := range hs {
-			size += int64(h.Size())
+			size += int64(len(h))
 		}
 		if size != l.Size() || size > int64(len(data)) {
 			t.Fatalf("the log holds %d bytes of batches and has size %d (from %d bytes)", size, l.Size(), len(data))
@@ -123,7 +127,7 @@ func FuzzRecover(f *testing.F) {
 		if l2.EndOffset() != end+1 {
 			t.Fatalf("end %d after reopen, want %d", l2.EndOffset(), end+1)
 		}
-		readAll(t, l2.Log)
+		storedBatches(t, l2.Log)
 	})
 }
 
@@ -244,6 +248,117 @@ func FuzzCompactedAppend(f *testing.F) {
 		want := latestByKey(append(before, logRecord{off: l.EndOffset() - 1, key: "z", value: ptr("1")}))
 		if got := latestByKey(after); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("after cleaning\n got %v\nwant %v", got, want)
+		}
+	})
+}
+
+// followerFuzzSeeds are batches as a leader stores them, starting at
+// offset 2 (where the fuzzed follower's log ends): plain, idempotent,
+// compressed, a transaction marker, and what the cleaner makes of a
+// compacted log (offset gaps, batches with fewer records than offsets, an
+// empty batch kept for an idempotent producer).
+func followerFuzzSeeds(f *testing.F) [][]byte {
+	leader := openAt(f, f.TempDir(), compactConfig(), newClock(t0), noSyncFS{OSFS()})
+	leader.mustAppend(kvBatch(f, plain(), t0, put("x", "0"), put("y", "0")))
+	leader.mustAppend(kvBatch(f, idem(7, 0, 0), t0, put("a", "1"), put("b", "1")))
+	for _, cc := range allCodecs {
+		s := plain()
+		s.codec, s.xerial = cc.codec, cc.xerial
+		if _, err := leader.Append(kvBatch(f, s, t0+1, put("a", "2"), del("c"), put("d", "2")), 3); err != nil {
+			f.Fatal(err)
+		}
+	}
+	leader.roll()
+	leader.clean(newTestCleaner())
+	stored := storedBatches(f, leader.Log)
+	ctl := idem(7, 0, -1)
+	ctl.control, ctl.transactional = true, true
+	marker := buildBatch(f, ctl, []rec{{key: []byte{0, 0, 0, 1}, value: []byte{0, 0, 0, 0, 0, 5}, ts: t0}})
+	putBase(marker, 2)
+	out := [][]byte{bytes.Join(stored[1:], nil), marker}
+	for _, b := range stored[1:] {
+		out = append(out, b)
+	}
+	for _, s := range fuzzSeeds(f) {
+		if len(s) >= 8 {
+			s = append([]byte(nil), s...)
+			putBase(s, 2)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// FuzzAppendAsFollower appends arbitrary bytes to a follower's log, then
+// truncates it at an arbitrary offset. AppendAsFollower must not panic, must
+// either append the batches exactly as given (offsets kept) or reject them
+// with a client error leaving the log, its producer state and leader epochs
+// unchanged; the log must read back as valid stored batches with increasing
+// offsets, before and after a reopen, and after the truncation.
+func FuzzAppendAsFollower(f *testing.F) {
+	for i, s := range followerFuzzSeeds(f) {
+		f.Add(s, uint16(i))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		cfg := smallConfig()
+		l := openFast(t, cfg)
+		first := simple(t, 2, t0)
+		if _, err := l.AppendAsFollower(first); err != nil {
+			t.Fatal(err)
+		}
+		end, size := l.EndOffset(), l.Size()
+		state := fmt.Sprint(l.Producers(), l.epochs.load())
+		info, err := l.AppendAsFollower(append([]byte(nil), data...))
+		if err != nil {
+			var ke *kerr.Error
+			if !errors.As(err, &ke) || ke == kerr.KafkaStorageError {
+				t.Fatalf("AppendAsFollower failed with %v, want a client error", err)
+			}
+			if l.EndOffset() != end || l.Size() != size || fmt.Sprint(l.Producers(), l.epochs.load()) != state {
+				t.Fatalf("a rejected append changed the log")
+			}
+		} else {
+			if info.BaseOffset < end || l.EndOffset() != info.LastOffset+1 || info.Bytes != len(data) {
+				t.Fatalf("append info %+v at end %d, now %d", info, end, l.EndOffset())
+			}
+			got := storedBatches(t, l.Log)
+			if !bytes.Equal(bytes.Join(got, nil), append(append([]byte(nil), first...), data...)) {
+				t.Fatal("the batches read back differ from those appended")
+			}
+		}
+		l.OffsetForTimestamp(t0)
+		l.MaxTimestamp()
+		want := storedBatches(t, l.Log)
+		l2 := l.reopen(true)
+		if l2.EndOffset() != l.EndOffset() {
+			t.Fatalf("end %d after reopen, %d before", l2.EndOffset(), l.EndOffset())
+		}
+		if got := storedBatches(t, l2.Log); !slices.EqualFunc(got, want, bytes.Equal) {
+			t.Fatal("the log reads differently after reopening")
+		}
+		x := int64(uint64(cut) % uint64(l2.EndOffset()+1))
+		if err := l2.TruncateTo(x); err != nil {
+			t.Fatalf("TruncateTo(%d): %v", x, err)
+		}
+		// The end is after the last batch kept, or where the segment cut
+		// empty begins (after a gap); never beyond x.
+		kept, natural := cutAt(want, x)
+		if x <= l2.StartOffset() {
+			kept, natural = nil, x
+		}
+		wantEnd := l2.EndOffset()
+		if wantEnd < natural || wantEnd > x {
+			t.Fatalf("TruncateTo(%d): end %d, want %d or up to %d", x, wantEnd, natural, x)
+		}
+		if got := storedBatches(t, l2.Log); !slices.EqualFunc(got, kept, bytes.Equal) {
+			t.Fatalf("after TruncateTo(%d): %d batches, want %d", x, len(got), len(kept))
+		}
+		l3 := l2.reopen(true)
+		if got := storedBatches(t, l3.Log); l3.EndOffset() != wantEnd || !slices.EqualFunc(got, kept, bytes.Equal) {
+			t.Fatalf("after TruncateTo(%d) and reopening: end %d, %d batches; want %d, %d", x, l3.EndOffset(), len(got), wantEnd, len(kept))
+		}
+		if l3.EndOffset() < 1<<40 {
+			l3.mustAppend(simple(t, 1, t0))
 		}
 	})
 }

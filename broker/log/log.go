@@ -15,8 +15,8 @@ import (
 
 // Log is one partition's log. All methods are safe for concurrent use.
 //
-// One mutex serializes the writers (Append, rolling, retention, flushes,
-// Close). Readers (Read, OffsetForTimestamp, MaxTimestamp, the offset and
+// One mutex serializes the writers (Append, AppendAsFollower, rolling,
+// retention, truncation, flushes, Close). Readers (Read, OffsetForTimestamp, MaxTimestamp, the offset and
 // size accessors) take no lock: they load the published segment list, log
 // end offset and per-segment sizes and index prefixes atomically and read
 // segment files with pread while holding a reference on the segment.
@@ -160,10 +160,10 @@ func (l *Log) Offline() error {
 	return nil
 }
 
-// Wait returns a channel that is closed by the next Append (or Close). To
-// wait for data past offset o without missing an append: ch := l.Wait();
-// if l.EndOffset() > o { read } else { <-ch }. Nothing is allocated by
-// Append while no one waits.
+// Wait returns a channel that is closed by the next Append or
+// AppendAsFollower (or truncation, or Close). To wait for data past offset
+// o without missing an append: ch := l.Wait(); if l.EndOffset() > o { read }
+// else { <-ch }. Nothing is allocated by Append while no one waits.
 func (l *Log) Wait() <-chan struct{} {
 	l.waitMu.Lock()
 	defer l.waitMu.Unlock()

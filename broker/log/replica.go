@@ -240,8 +240,9 @@ func (l *Log) LatestEpoch() (epoch int32, ok bool) {
 // An epoch equal to the latest one changes nothing. An epoch older than
 // the latest one fails with FENCED_LEADER_EPOCH (the caller's leadership
 // is stale); a negative epoch is a caller's error. If the log is then
-// truncated (TruncateTo, even to its end offset) before a batch of the
-// epoch is written, the epoch is forgotten again.
+// truncated (TruncateTo, even to its end offset) or reopened before a
+// batch of the epoch is written, the epoch is forgotten again, as in Kafka:
+// a broker assigns its epoch each time it takes leadership.
 func (l *Log) AssignLeaderEpoch(epoch int32) error {
 	if epoch < 0 {
 		return fmt.Errorf("partition log %s: cannot assign the negative leader epoch %d", l.dir, epoch)

@@ -44,10 +44,12 @@ func replicate(t testing.TB, leader, follower *Log, maxBytes int) {
 }
 
 // storedBatches reads every batch of the log from its start, one Read per
-// batch (so segment boundaries do not matter), as raw bytes.
+// batch (so segment boundaries do not matter), as raw bytes, checking that
+// each is a valid stored batch and that offsets increase (gaps allowed).
 func storedBatches(t testing.TB, l *Log) [][]byte {
 	t.Helper()
 	var out [][]byte
+	prev := int64(-1)
 	for off := l.StartOffset(); off < l.EndOffset(); {
 		info, err := l.Read(nil, off, 1, l.EndOffset())
 		if err != nil {
@@ -63,6 +65,10 @@ func storedBatches(t testing.TB, l *Log) [][]byte {
 		if h.Size() != len(info.Records) {
 			t.Fatalf("Read(%d, maxBytes 1) returned more than one batch", off)
 		}
+		if h.BaseOffset <= prev || h.LastOffset() < off {
+			t.Fatalf("Read(%d) returned the batch [%d, %d] after offset %d", off, h.BaseOffset, h.LastOffset(), prev)
+		}
+		prev = h.LastOffset()
 		out = append(out, info.Records)
 		off = h.LastOffset() + 1
 	}

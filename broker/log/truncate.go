@@ -1,6 +1,7 @@
 package log
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,11 +18,14 @@ const truncationFile = "truncation-in-progress"
 // TruncateTo removes every record at and after offset, as a follower does
 // with the divergent tail of its log after a leader change (Kafka's
 // UnifiedLog.truncateTo). Batches are never split: a batch that holds
-// offset is removed whole, with everything after it, so the log end offset
-// becomes the end of the last batch kept, which is offset itself when
-// offset is a batch boundary (as the end offsets of leader epochs and high
-// watermarks are) and lower otherwise, or in a compacted log's gap. Read
-// EndOffset afterwards, and fetch from there.
+// offset is removed whole, with everything after it. The log end offset
+// becomes the offset after the last batch kept, which is offset itself
+// when offset is a batch boundary (as the end offsets of leader epochs and
+// high watermarks are) and lower otherwise; when the cut empties a segment
+// that begins after the last batch kept (a compacted log's gap), it is that
+// segment's base offset. It is never above offset: read EndOffset
+// afterwards, and fetch from there (Kafka sets the end to offset itself,
+// which only differs inside a batch, never the case of its truncations).
 //
 //   - offset >= EndOffset: nothing is removed, but leader epochs recorded at
 //     or after the end offset (by AssignLeaderEpoch, with no batch written
@@ -64,6 +68,9 @@ func (l *Log) TruncateTo(offset int64) error {
 	if offset < 0 {
 		return errorf(kerr.OffsetOutOfRange, "partition log %s: cannot truncate to offset %d", l.dir, offset)
 	}
+	if done, err := l.truncateNothing(offset); done {
+		return err
+	}
 	resume := l.pauseCleaning()
 	defer resume()
 	l.mu.Lock()
@@ -72,7 +79,7 @@ func (l *Log) TruncateTo(offset int64) error {
 		return err
 	}
 	start, end := l.start.Load(), l.end.Load()
-	if offset >= end {
+	if offset >= end { // another truncation came first
 		if l.epochs.truncateFromEnd(end) {
 			return l.writeEpochsLocked()
 		}
@@ -89,6 +96,25 @@ func (l *Log) TruncateTo(offset int64) error {
 		return l.truncateFullyLocked(start)
 	}
 	return l.truncateLocked(offset, p)
+}
+
+// truncateNothing handles a TruncateTo at or beyond the log end offset,
+// which removes no batch (and so does not stop a cleaning): it only drops
+// the epochs recorded at the end. done is false if there is a tail to cut.
+func (l *Log) truncateNothing(offset int64) (done bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return true, err
+	}
+	end := l.end.Load()
+	if offset < end {
+		return false, nil
+	}
+	if l.epochs.truncateFromEnd(end) {
+		return true, l.writeEpochsLocked()
+	}
+	return true, nil
 }
 
 // TruncateFullyAndStartAt empties the log and restarts it at offset, as a
@@ -157,53 +183,59 @@ func (l *Log) planTruncation(offset int64) (truncation, error) {
 	segs := l.segments()
 	i := findSegment(segs, offset)
 	s := segs[i]
-	p := truncation{i: i, end: s.base, maxTs: -1, maxTsOff: s.base}
+	p := truncation{i: i, end: s.base}
 
 	// Index entries name the last offset of a batch: an entry stays when
 	// its batch does, that is when that offset is below the truncation
-	// point (every later batch ends at or after it).
+	// point (every later batch ends at or after it). The batches from the
+	// last entry that stays are read.
 	offs := s.offsets.load()
 	k := sort.Search(len(offs), func(j int) bool { return s.base+int64(offs[j].rel) >= offset })
 	p.offsets = offs[:k]
-	times := s.times.load()
-	kt := sort.Search(len(times), func(j int) bool { return s.base+int64(times[j].rel) >= offset })
-	p.times = times[:kt]
-	// The last time entry kept holds the largest timestamp up to its batch,
-	// and up to the batch of the last offset entry kept (which records the
-	// running maximum when it is added); the batches from there on are read.
-	if kt > 0 {
-		p.maxTs, p.maxTsOff = times[kt-1].ts, s.base+int64(times[kt-1].rel)
-	}
 	pos := int64(0)
 	if k > 0 {
 		pos = int64(offs[k-1].pos)
 	}
 	from := pos
 	size := s.size.Load()
+	scanTs, scanTsOff := int64(-1), s.base
 	hr := newHeaderReader(s.f)
 	defer hr.close()
 	for pos < size {
 		h, err := hr.header(pos, size)
+		if errors.Is(err, errTruncated) && pos > from {
+			// Damaged on disk: cut there too (recovery would), and let the
+			// follower fetch it again.
+			l.logger.Error("a truncation found a damaged batch before the truncation offset; cutting the log there",
+				"segment", s.path(logSuffix), "position", pos, "offset", p.end, "truncation_offset", offset)
+			break
+		}
 		if err != nil {
 			return p, l.readFailed(s, pos, err)
 		}
 		if h.LastOffset() >= offset {
 			break
 		}
-		if h.MaxTimestamp > p.maxTs {
-			p.maxTs, p.maxTsOff = h.MaxTimestamp, h.LastOffset()
+		if h.MaxTimestamp > scanTs {
+			scanTs, scanTsOff = h.MaxTimestamp, h.LastOffset()
 		}
 		p.end = h.LastOffset() + 1
 		pos += int64(h.Size())
 	}
-	if k == 0 && pos == 0 {
-		p.end = s.base
-	} else if k > 0 && pos == from {
-		// Cannot happen: the batch of a kept entry ends below offset.
-		return p, l.readFailed(s, pos, errInconsistent)
-	}
 	p.size = pos
 	p.bytesSinceIndex = int(pos - from)
+
+	// The time index entries of the batches that stay; the last one holds
+	// the largest timestamp up to the batch of the last offset entry that
+	// stays (entries are added with the running maximum), the batches read
+	// give the rest.
+	times := s.times.load()
+	kt := sort.Search(len(times), func(j int) bool { return s.base+int64(times[j].rel) >= p.end })
+	p.times = times[:kt]
+	p.maxTs, p.maxTsOff = scanTs, scanTsOff
+	if kt > 0 && times[kt-1].ts >= scanTs {
+		p.maxTs, p.maxTsOff = times[kt-1].ts, s.base+int64(times[kt-1].rel)
+	}
 	return p, nil
 }
 
