@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
@@ -353,7 +352,7 @@ func (b *Broker) HTTPHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.Handle("/metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", MetricsHandler(b))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

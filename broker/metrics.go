@@ -1,27 +1,46 @@
 package broker
 
 import (
+	"net/http"
 	"sort"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigilhq/vigil/broker/group"
 )
 
-// newRegistry returns the broker's Prometheus registry: the Go runtime and
-// process collectors (process_cpu_seconds_total is what `vigil bench
-// --broker-metrics` reads) and the broker's own metrics, each labelled with
-// the broker id. Every vigil_ metric is listed in docs/metrics.md (checked
-// by TestMetricsCatalogue).
-func newRegistry(b *Broker) *prometheus.Registry {
+// processRegistry holds the Go runtime and process collectors, once per
+// process however many brokers it runs (process_cpu_seconds_total is what
+// `vigil bench --broker-metrics` reads).
+var processRegistry = func() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}()
+
+// newRegistry returns the broker's Prometheus registry: its own metrics,
+// each labelled with the broker id. Every vigil_ metric is listed in
+// docs/metrics.md (checked by TestMetricsCatalogue).
+func newRegistry(b *Broker) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"broker": strconv.Itoa(int(b.cfg.NodeID))}, reg)
 	labeled.MustRegister(&groupCollector{b: b})
 	return reg
+}
+
+// MetricsHandler serves the process metrics and the metrics of the given
+// brokers in the Prometheus exposition format (one endpoint for all the
+// brokers of a process, as in `vigil dev`).
+func MetricsHandler(bs ...*Broker) http.Handler {
+	gs := prometheus.Gatherers{processRegistry}
+	for _, b := range bs {
+		gs = append(gs, b.registry)
+	}
+	return promhttp.HandlerFor(gs, promhttp.HandlerOpts{})
 }
 
 var (

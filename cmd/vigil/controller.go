@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vigilhq/vigil/broker"
 	"github.com/vigilhq/vigil/controller"
 )
 
@@ -56,7 +57,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	srv, err := controller.NewServer(controller.ServerConfig{
 		ID: strconv.Itoa(*id), DataDir: *dataDir, Listen: *listen, RaftListen: *raftListen,
 		RaftAdvertise: *raftAdvertise, Peers: pm, AdminToken: *token, SessionTimeout: *session,
-		RaftLogOutput: stderr,
+		RaftLogOutput: stderr, ValidateTopicConfig: broker.ValidateTopicConfig,
 	}, logger)
 	if err != nil {
 		return err

@@ -2,60 +2,221 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/vigilhq/vigil/broker"
+	"github.com/vigilhq/vigil/controller"
 )
 
-// runDev runs `vigil dev`: the platform in one process with embedded
-// defaults. Today that is one broker and the HTTP port carrying its health
-// endpoints; later issues add the controller quorum, probes, the SLO engine,
-// the mitigator and the console to the same process and port.
+// runDev runs `vigil dev`: the whole platform in one process with embedded
+// defaults: a controller quorum, brokers in one or more cells on
+// consecutive ports from --kafka-port, and one HTTP port carrying health,
+// metrics and (as later issues add them) the APIs and the console.
+//
+// Addresses, with the defaults (--kafka-port 9092, --http-port 8080):
+//
+//	broker N (cell c, rack c<N mod 3>)  Kafka on 127.0.0.1:9092+N
+//	controller i (1-based)              API on 127.0.0.1:8080+i, Raft on 127.0.0.1:8090+i
+//	HTTP                                127.0.0.1:8080
+//
+// Data goes to --data-dir: controller-<i>/ and broker-<N>/.
 func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "vigil-data", "directory for all data")
-	kafkaPort := fs.Int("kafka-port", 9092, "Kafka listener port on 127.0.0.1")
-	httpPort := fs.Int("http-port", 8080, "HTTP port on 127.0.0.1 (health today; metrics, APIs and the console as they arrive)")
+	kafkaPort := fs.Int("kafka-port", 9092, "Kafka port of the first broker on 127.0.0.1; broker N listens on this port + N")
+	httpPort := fs.Int("http-port", 8080, "HTTP port on 127.0.0.1 (health, metrics, APIs, console); controller i's API uses this port + i, its Raft this port + 10 + i")
+	brokers := fs.Int("brokers", 3, "brokers per cell")
+	cells := fs.Int("cells", 1, "cells (a, b, c, ...)")
+	controllers := fs.Int("controllers", 1, "controllers in the metadata quorum: 1, 3 or 5")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	pprofOn := fs.Bool("pprof", true, "serve Go profiles under /debug/pprof/ (the HTTP port binds 127.0.0.1 only)")
+	pprof := fs.Bool("pprof", true, "serve Go profiles at /debug/pprof/ (the HTTP port binds 127.0.0.1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	case *brokers < 1 || *brokers > 50:
+		return fmt.Errorf("--brokers must be 1..50, got %d", *brokers)
+	case *cells < 1 || *cells > 26:
+		return fmt.Errorf("--cells must be 1..26, got %d", *cells)
+	case *controllers != 1 && *controllers != 3 && *controllers != 5:
+		return fmt.Errorf("--controllers must be 1, 3 or 5, got %d", *controllers)
 	}
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
 	}
-	cfg := broker.DefaultConfig()
-	cfg.DataDir = *dataDir
-	cfg.Listen = hostPort("127.0.0.1", *kafkaPort)
-	cfg.Pprof = *pprofOn
-	b, err := broker.New(cfg, logger)
-	if err != nil {
-		return err
+
+	// The quorum.
+	peers := map[string]string{}
+	var apis []string
+	for i := 1; i <= *controllers; i++ {
+		peers[strconv.Itoa(i)] = hostPort("127.0.0.1", *httpPort+10+i)
+		apis = append(apis, hostPort("127.0.0.1", *httpPort+i))
 	}
+	if *controllers == 1 {
+		peers = nil
+	}
+	var ctrls []*controller.Server
+	closeCtrls := func() {
+		for _, c := range ctrls {
+			c.Close()
+		}
+	}
+	for i := 1; i <= *controllers; i++ {
+		srv, err := controller.NewServer(controller.ServerConfig{
+			ID: strconv.Itoa(i), DataDir: filepath.Join(*dataDir, "controller-"+strconv.Itoa(i)),
+			Listen: apis[i-1], RaftListen: hostPort("127.0.0.1", *httpPort+10+i), Peers: peers,
+			ValidateTopicConfig: broker.ValidateTopicConfig,
+		}, logger)
+		if err != nil {
+			closeCtrls()
+			return err
+		}
+		ctrls = append(ctrls, srv)
+	}
+
+	// The brokers.
+	perCell := *brokers
+	rf := int16(min(3, perCell))
+	var bs []*broker.Broker
+	for c := 0; c < *cells; c++ {
+		cell := string(rune('a' + c))
+		for j := 0; j < perCell; j++ {
+			id := c*perCell + j
+			cfg := broker.DefaultConfig()
+			cfg.NodeID = int32(id)
+			cfg.Listen = hostPort("127.0.0.1", *kafkaPort+id)
+			cfg.DataDir = filepath.Join(*dataDir, "broker-"+strconv.Itoa(id))
+			cfg.Controllers = apis
+			cfg.Cell = cell
+			cfg.Rack = cell + strconv.Itoa(j%3)
+			cfg.DefaultReplicationFactor = rf
+			cfg.OffsetsTopicReplicationFactor = rf
+			cfg.Pprof = *pprof
+			b, err := broker.New(cfg, logger)
+			if err != nil {
+				for _, b := range bs {
+					b.Close()
+				}
+				closeCtrls()
+				return err
+			}
+			bs = append(bs, b)
+		}
+	}
+
 	mux := http.NewServeMux()
-	bh := b.HTTPHandler()
-	mux.Handle("/healthz", bh)
-	mux.Handle("/readyz", bh)
-	mux.Handle("/metrics", bh)
-	endpoints := "/healthz  liveness\n/readyz   readiness\n/metrics  Prometheus metrics\n"
-	if cfg.Pprof {
-		mux.Handle("/debug/pprof/", bh)
-		endpoints += "/debug/pprof/  Go profiles\n"
+	mux.Handle("/metrics", broker.MetricsHandler(bs...))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/healthz") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/readyz") })
+	if *pprof {
+		mux.Handle("/debug/pprof/", bs[0].HTTPHandler())
+	}
+	var bootstrap []string
+	for _, b := range bs {
+		bootstrap = append(bootstrap, b.Addr())
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\n\n%s", b.Addr(), b.ClusterID(), endpoints)
+		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n",
+			strings.Join(bootstrap, ","), bs[0].ClusterID(), strings.Join(apis, ","))
 	})
-	return serve(ctx, logger, b, hostPort("127.0.0.1", *httpPort), mux)
+	return serveAll(ctx, logger, bs, ctrls, hostPort("127.0.0.1", *httpPort), mux)
+}
+
+// devProbe answers a health endpoint for every broker: 200 when all say
+// 200, else 503 with the broker that does not.
+func devProbe(w http.ResponseWriter, r *http.Request, bs []*broker.Broker, path string) {
+	for _, b := range bs {
+		rec := &statusRecorder{header: http.Header{}}
+		req := r.Clone(r.Context())
+		req.URL.Path = path
+		b.HTTPHandler().ServeHTTP(rec, req)
+		if rec.code != 0 && rec.code != http.StatusOK {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "broker at %s: %s", b.Addr(), rec.body.String())
+			return
+		}
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// statusRecorder captures a handler's status and body.
+type statusRecorder struct {
+	header http.Header
+	code   int
+	body   strings.Builder
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
+func (s *statusRecorder) Write(p []byte) (int, error) { return s.body.Write(p) }
+
+// serveAll runs the brokers and an HTTP server until ctx ends, then shuts
+// down cleanly: brokers first (controlled shutdown while the quorum is up),
+// then the controllers.
+func serveAll(ctx context.Context, logger *slog.Logger, bs []*broker.Broker, ctrls []*controller.Server, httpAddr string, handler http.Handler) error {
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		for _, b := range bs {
+			b.Close()
+		}
+		for _, c := range ctrls {
+			c.Close()
+		}
+		return fmt.Errorf("listening for HTTP on %s: %w", httpAddr, err)
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("HTTP server failed", "err", err)
+		}
+	}()
+	logger.Info("HTTP serving", "addr", "http://"+ln.Addr().String())
+	errc := make(chan error, len(bs))
+	for _, b := range bs {
+		go func(b *broker.Broker) { errc <- b.Serve() }(b)
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("signal received; shutting down")
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = hs.Shutdown(sctx)
+	cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(bs))
+	for i, b := range bs {
+		wg.Add(1)
+		go func(i int, b *broker.Broker) { defer wg.Done(); errs[i] = b.Close() }(i, b)
+	}
+	wg.Wait()
+	for _, c := range ctrls {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return serveErr
 }
