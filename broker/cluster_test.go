@@ -379,4 +379,3 @@ func TestClusterConsumerGroupFollowsCoordinator(t *testing.T) {
 }
 
 func kmsgStr(s string) *string { return &s }
-
