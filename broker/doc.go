@@ -15,8 +15,14 @@
 // UNSUPPORTED_VERSION and the supported ranges at version 0 so that clients
 // can negotiate (KIP-511).
 //
-// Until the metadata quorum exists (see the controller package), a broker is
-// a single-node cluster: it leads every partition, its topic metadata lives
-// in a file in its data directory, and acks=all means "persisted on this
-// broker according to the topic's flush policy" (see docs/durability.md).
+// A broker takes its metadata from the controller quorum (package
+// controller): it registers, heartbeats and follows the metadata image
+// (link.go); the image decides which partitions it holds replicas of and
+// which it leads (meta.go, roles.go). Leaders track their followers and the
+// high watermark and answer acks=all once the ISR has a write
+// (replication.go); followers fetch from their leaders with the Kafka
+// protocol (fetcher.go). Topic administration is forwarded to the quorum
+// (topics.go, configs.go). With no controllers configured, a broker runs a
+// single-node quorum in its own process (combined mode). What an
+// acknowledgement promises is in docs/durability.md.
 package broker
