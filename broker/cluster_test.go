@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vigilhq/vigil/controller"
 )
@@ -379,3 +381,78 @@ func TestClusterConsumerGroupFollowsCoordinator(t *testing.T) {
 }
 
 func kmsgStr(s string) *string { return &s }
+
+// TestClusterReassignAndElect moves a partition to other brokers with
+// AlterPartitionReassignments (the data follows, the old replica's
+// directory goes) and brings leadership back to the preferred replica
+// with ElectLeaders.
+func TestClusterReassignAndElect(t *testing.T) {
+	c := startCluster(t, 3)
+	cl := c.client(kgo.RequiredAcks(kgo.AllISRAcks()))
+	adm := kadm.NewClient(cl)
+	ctx := testCtx(t)
+	create := kmsg.NewPtrCreateTopicsRequest()
+	ct := kmsg.NewCreateTopicsRequestTopic()
+	ct.Topic, ct.NumPartitions, ct.ReplicationFactor = "mv", -1, -1
+	ct.ReplicaAssignment = []kmsg.CreateTopicsRequestTopicReplicaAssignment{{Partition: 0, Replicas: []int32{0, 1}}}
+	create.Topics = append(create.Topics, ct)
+	cr, err := create.RequestWith(ctx, cl)
+	if err != nil || cr.Topics[0].ErrorCode != 0 {
+		t.Fatalf("creating mv on brokers 0 and 1: %v %v", err, cr)
+	}
+	acked := produceAcked(t, cl, "mv", 0, 500)
+
+	var res kadm.AlterPartitionAssignmentsResponses
+	req := kadm.AlterPartitionAssignmentsReq{}
+	req.Assign("mv", 0, []int32{1, 2})
+	res, err = adm.AlterPartitionAssignments(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reassignment to complete", time.Minute, func() bool {
+		st := c.partitionState("mv", 0)
+		return !st.Reassigning() && slices.Equal(sorted(st.Replicas), []int32{1, 2}) && len(st.ISR) == 2
+	})
+	waitFor(t, "broker 0 to drop its replica", time.Minute, func() bool {
+		p := c.brokers[0].meta.lookup("mv").partition(0)
+		return p != nil && p.log == nil
+	})
+	c.waitReplicasEqual("mv")
+	readAll(t, c, "mv", acked)
+	list, err := adm.ListPartitionReassignments(ctx, kadm.TopicsSet{"mv": {0: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 0 {
+		t.Fatalf("reassignments left: %v", list)
+	}
+
+	// Leadership away from the preferred replica and back.
+	pref := c.partitionState("mv", 0).Replicas[0]
+	c.stop(int(pref))
+	waitFor(t, "a leader other than the preferred one", time.Minute, func() bool {
+		l := c.partitionState("mv", 0).Leader
+		return l >= 0 && l != pref
+	})
+	c.start(int(pref))
+	waitFor(t, "the preferred replica back in the ISR", time.Minute, func() bool {
+		return slices.Contains(c.partitionState("mv", 0).ISR, pref)
+	})
+	el, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, kadm.TopicsSet{"mv": {0: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ps := range el {
+		for _, r := range ps {
+			if r.Err != nil && !errors.Is(r.Err, kerr.ElectionNotNeeded) {
+				t.Fatalf("electing the preferred leader: %v", r.Err)
+			}
+		}
+	}
+	if l := c.partitionState("mv", 0).Leader; l != pref {
+		t.Fatalf("leader after a preferred election: %d, want %d", l, pref)
+	}
+}

@@ -73,6 +73,12 @@ func (c *conn) dispatch(req *request, kreq kmsg.Request) (resp kmsg.Response, re
 		return b.handleConsumerGroupHeartbeat(c, req, r), nil, nil
 	case *kmsg.ConsumerGroupDescribeRequest:
 		return b.handleConsumerGroupDescribe(r), nil, nil
+	case *kmsg.ElectLeadersRequest:
+		return b.handleElectLeaders(r), nil, nil
+	case *kmsg.AlterPartitionAssignmentsRequest:
+		return b.handleAlterPartitionReassignments(r), nil, nil
+	case *kmsg.ListPartitionReassignmentsRequest:
+		return b.handleListPartitionReassignments(r), nil, nil
 	}
 	// apiVersions and this switch must list the same APIs.
 	return nil, nil, fmt.Errorf("no handler for %s", kmsg.NameForKey(req.key))

@@ -44,6 +44,10 @@ var apiVersions = map[int16]versionRange{
 	kmsg.DeleteGroups.Int16():           {0, 2},
 	kmsg.ConsumerGroupHeartbeat.Int16(): {0, 1},
 	kmsg.ConsumerGroupDescribe.Int16():  {0, 1},
+
+	kmsg.ElectLeaders.Int16():               {0, 2},
+	kmsg.AlterPartitionAssignments.Int16():  {0, 0},
+	kmsg.ListPartitionReassignments.Int16(): {0, 0},
 }
 
 // apiVersionKeys is the ApiVersions response body, sorted by key.
