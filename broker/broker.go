@@ -36,7 +36,10 @@ type Broker struct {
 	pids     pidAllocator
 	groups   *groupCoordinator
 	registry *prometheus.Registry
-	cleaner  *vlog.Cleaner // nil when log-cleaner-threads is 0
+	storage  *storageMetrics
+	// ISR changes made as a leader (vigil_partition_isr_*_total).
+	isrShrinks, isrExpands prometheus.Counter
+	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
 
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
@@ -65,6 +68,12 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
+	registry, labeled, storage := newRegistry(cfg.NodeID)
+	base := cfg.FS
+	if base == nil {
+		base = vlog.OSFS()
+	}
+	cfg.FS = meteredFS{FS: base, m: storage}
 	meta, err := newMetaStore(cfg, logger)
 	if err != nil {
 		return nil, err
@@ -99,7 +108,8 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	b.fetchers = newFetchers(b)
 	b.groups = newGroupCoordinator(b)
 	meta.hooks = b
-	b.registry = newRegistry(b)
+	b.registry, b.storage = registry, storage
+	b.registerCollectors(labeled)
 	if b.link, err = newControllerLink(b); err != nil {
 		ln.Close()
 		cancel()
@@ -160,6 +170,8 @@ func (b *Broker) Serve() error {
 	close(b.joined)
 	b.bgWG.Add(1)
 	go func() { defer b.bgWG.Done(); b.isrLoop() }()
+	b.bgWG.Add(1)
+	go func() { defer b.bgWG.Done(); b.canaryLoop() }()
 	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
 	if b.cleaner != nil {
 		for range b.cfg.LogCleanerThreads {

@@ -328,6 +328,11 @@ func TestClusterMinInsyncReplicas(t *testing.T) {
 	waitFor(t, "the ISR to shrink to the leader", time.Minute, func() bool {
 		return len(c.partitionState("minisr", 0).ISR) == 1
 	})
+	lb := c.brokers[leader]
+	waitFor(t, "the leader's replication metrics", time.Minute, func() bool {
+		return metricValue(t, lb, "vigil_partition_under_min_isr_partitions", nil) == 1 &&
+			metricValue(t, lb, "vigil_partition_under_replicated_partitions", nil) == 1
+	})
 	err := cl.ProduceSync(ctx, &kgo.Record{Topic: "minisr", Value: []byte("refused")}).FirstErr()
 	if !errors.Is(err, kerr.NotEnoughReplicas) && !errors.Is(err, kerr.NotEnoughReplicasAfterAppend) {
 		t.Fatalf("acks=all with one in-sync replica of min.insync.replicas=2: %v", err)

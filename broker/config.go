@@ -66,6 +66,9 @@ type Config struct {
 	// (combined mode): a broker not heard from for this long is fenced
 	// (broker.session.timeout.ms). A separate quorum has its own.
 	BrokerSessionTimeout time.Duration `yaml:"broker-session-timeout"`
+	// DiskCanaryInterval is how often the disk canary writes and fsyncs a
+	// small file in the data directory (vigil_storage_canary_seconds).
+	DiskCanaryInterval time.Duration `yaml:"disk-canary-interval"`
 	// ReplicaLagTimeMax is how long a follower may stay behind the
 	// leader's log end before it leaves the ISR (replica.lag.time.max.ms).
 	ReplicaLagTimeMax time.Duration `yaml:"replica-lag-time-max"`
@@ -153,6 +156,7 @@ func DefaultConfig() Config {
 		BrokerHeartbeatInterval:       defaultHeartbeatInterval,
 		BrokerSessionTimeout:          controller.DefaultSessionTimeout,
 		ReplicaLagTimeMax:             30 * time.Second,
+		DiskCanaryInterval:            5 * time.Second,
 		DefaultReplicationFactor:      1,
 		OffsetsTopicReplicationFactor: 3,
 		OffsetsTopicPartitions:        50,
@@ -245,6 +249,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ControllerToken, "controller-token", c.ControllerToken, "the controller quorum's admin token")
 	fs.DurationVar(&c.BrokerHeartbeatInterval, "broker-heartbeat-interval", c.BrokerHeartbeatInterval, "how often the broker heartbeats to the controller quorum")
 	fs.DurationVar(&c.BrokerSessionTimeout, "broker-session-timeout", c.BrokerSessionTimeout, "combined mode: how long the embedded quorum waits for a heartbeat before fencing a broker")
+	fs.DurationVar(&c.DiskCanaryInterval, "disk-canary-interval", c.DiskCanaryInterval, "how often the disk canary writes and fsyncs a small file in the data directory")
 	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
 	fs.Func("default-replication-factor", "replication factor of topics created without one", func(s string) error {
 		v, err := strconv.ParseInt(s, 10, 16)
@@ -324,6 +329,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BrokerHeartbeatInterval <= 0 || c.BrokerSessionTimeout <= c.BrokerHeartbeatInterval {
 		return fmt.Errorf("broker-heartbeat-interval (%v) must be positive and shorter than broker-session-timeout (%v)", c.BrokerHeartbeatInterval, c.BrokerSessionTimeout)
+	}
+	if c.DiskCanaryInterval <= 0 {
+		return fmt.Errorf("disk-canary-interval must be positive, got %v", c.DiskCanaryInterval)
 	}
 	if c.ReplicaLagTimeMax <= 0 {
 		return fmt.Errorf("replica-lag-time-max must be positive, got %v", c.ReplicaLagTimeMax)

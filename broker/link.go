@@ -38,6 +38,8 @@ type controllerLink struct {
 
 	epoch  atomic.Int64 // broker epoch from the latest registration
 	fenced atomic.Bool
+	// quorumOffset is the quorum's applied index at the last heartbeat.
+	quorumOffset atomic.Int64
 
 	wg sync.WaitGroup
 }
@@ -197,6 +199,7 @@ func (l *controllerLink) heartbeatResult(ctx context.Context, wantShutdown bool)
 	if err != nil {
 		return res, err
 	}
+	l.quorumOffset.Store(res.MetadataOffset)
 	if was := l.fenced.Swap(res.Fenced); was != res.Fenced {
 		if res.Fenced {
 			l.b.logger.Warn("this broker is fenced: it leads nothing and is out of the ISRs", "admin_fenced", res.AdminFenced)

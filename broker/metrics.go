@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigilhq/vigil/broker/group"
+	"github.com/vigilhq/vigil/internal/catalogue"
 )
 
 // processRegistry holds the Go runtime and process collectors, once per
@@ -22,14 +23,23 @@ var processRegistry = func() *prometheus.Registry {
 	return reg
 }()
 
-// newRegistry returns the broker's Prometheus registry: its own metrics,
-// each labelled with the broker id. Every vigil_ metric is listed in
-// docs/metrics.md (checked by TestMetricsCatalogue).
-func newRegistry(b *Broker) *prometheus.Registry {
+// newRegistry returns the broker's Prometheus registry, with the storage
+// metrics (which the logs' file system feeds, so they exist before the
+// logs do); Broker.registerCollectors adds the rest. Every vigil_ metric is
+// declared in the catalogue (internal/catalogue) and listed in
+// docs/metrics.md.
+func newRegistry(nodeID int32) (*prometheus.Registry, prometheus.Registerer, *storageMetrics) {
 	reg := prometheus.NewRegistry()
-	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"broker": strconv.Itoa(int(b.cfg.NodeID))}, reg)
-	labeled.MustRegister(&groupCollector{b: b})
-	return reg
+	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"broker": strconv.Itoa(int(nodeID))}, reg)
+	return reg, labeled, newStorageMetrics(labeled)
+}
+
+// registerCollectors adds the metrics computed from the broker's state at
+// scrape time, and its event counters.
+func (b *Broker) registerCollectors(reg prometheus.Registerer) {
+	b.isrShrinks = counter(mISRShrinks)
+	b.isrExpands = counter(mISRExpands)
+	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands)
 }
 
 // MetricsHandler serves the process metrics and the metrics of the given
@@ -44,16 +54,41 @@ func MetricsHandler(bs ...*Broker) http.Handler {
 }
 
 var (
-	groupLagDesc = prometheus.NewDesc("vigil_group_lag_records",
-		"Records between a consumer group's committed offset and the partition's high watermark. "+
-			"The top-N groups by total lag (--group-lag-top-n) are reported by name; the rest are summed under group=\"other\".",
-		[]string{"group", "topic", "partition"}, nil)
-	groupsDesc = prometheus.NewDesc("vigil_groups",
-		"Consumer groups coordinated by this broker, by protocol type (classic, consumer) and state.",
-		[]string{"type", "state"}, nil)
-	groupsLoadingDesc = prometheus.NewDesc("vigil_group_coordinator_loading_partitions",
-		"Partitions of __consumer_offsets this broker is still loading; their groups answer COORDINATOR_LOAD_IN_PROGRESS.",
-		nil, nil)
+	mGroupLag = catalogue.Declare("broker", "vigil_group_lag_records", catalogue.Gauge,
+		"Records between a consumer group's committed offset and the partition's high watermark, for the partitions the coordinator holds a replica of. "+
+			"The --group-lag-top-n groups with the most lag are reported by name; the rest are summed under group=\"other\".",
+		"group", "topic", "partition")
+	mCoordGroups = catalogue.Declare("broker", "vigil_coordinator_groups", catalogue.Gauge,
+		"Consumer groups this broker coordinates, by protocol type (classic, consumer) and state.", "type", "state")
+	mCoordLoading = catalogue.Declare("broker", "vigil_coordinator_loading_partitions", catalogue.Gauge,
+		"Partitions of __consumer_offsets this broker leads and is still loading; their groups answer COORDINATOR_LOAD_IN_PROGRESS.")
+
+	mLeaders = catalogue.Declare("broker", "vigil_partition_leaders", catalogue.Gauge,
+		"Partitions this broker leads.")
+	mReplicas = catalogue.Declare("broker", "vigil_partition_replicas", catalogue.Gauge,
+		"Partition replicas this broker holds (leaders and followers).")
+	mUnderReplicated = catalogue.Declare("broker", "vigil_partition_under_replicated_partitions", catalogue.Gauge,
+		"Partitions this broker leads whose ISR is smaller than their replica set.")
+	mUnderMinISR = catalogue.Declare("broker", "vigil_partition_under_min_isr_partitions", catalogue.Gauge,
+		"Partitions this broker leads with fewer in-sync replicas than min.insync.replicas (acks=all writes fail).")
+	mOfflineReplicas = catalogue.Declare("broker", "vigil_partition_offline_partitions", catalogue.Gauge,
+		"Replicas on this broker that a storage error took offline.")
+	mISRShrinks = catalogue.Declare("broker", "vigil_partition_isr_shrinks_total", catalogue.Counter,
+		"ISR changes this broker made as a leader that removed a follower.")
+	mISRExpands = catalogue.Declare("broker", "vigil_partition_isr_expands_total", catalogue.Counter,
+		"ISR changes this broker made as a leader that added a follower.")
+	mHWAge = catalogue.Declare("broker", "vigil_partition_high_watermark_age_seconds", catalogue.Gauge,
+		"Over the partitions this broker leads, the longest time records have waited above the high watermark (not yet on every in-sync replica); 0 when every partition is fully replicated.")
+	mFollowerLagRecords = catalogue.Declare("broker", "vigil_replica_follower_lag_records", catalogue.Gauge,
+		"For each follower of partitions this broker leads, the most records it is behind the leader's log end over those partitions.", "follower")
+	mFollowerLagSeconds = catalogue.Declare("broker", "vigil_replica_follower_lag_seconds", catalogue.Gauge,
+		"For each follower of partitions this broker leads, the longest time since it was last caught up with the leader over those partitions (replica.lag.time.max.ms takes it out of the ISR).", "follower")
+	mMetadataOffset = catalogue.Declare("broker", "vigil_broker_metadata_offset", catalogue.Gauge,
+		"Index of the controller quorum's metadata this broker has applied.")
+	mMetadataLag = catalogue.Declare("broker", "vigil_broker_metadata_lag_entries", catalogue.Gauge,
+		"Metadata entries the quorum had applied at this broker's last heartbeat that this broker had not yet.")
+	mFenced = catalogue.Declare("broker", "vigil_broker_fenced", catalogue.Gauge,
+		"1 while the controller quorum fences this broker (it leads nothing and is out of the ISRs), else 0.")
 )
 
 // groupCollector computes consumer lag and group counts at scrape time
@@ -63,9 +98,9 @@ var (
 type groupCollector struct{ b *Broker }
 
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- groupLagDesc
-	ch <- groupsDesc
-	ch <- groupsLoadingDesc
+	ch <- mGroupLag.Desc()
+	ch <- mCoordGroups.Desc()
+	ch <- mCoordLoading.Desc()
 }
 
 type lagKey struct {
@@ -100,9 +135,9 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 			return group.Output{}
 		})
 	}
-	ch <- prometheus.MustNewConstMetric(groupsLoadingDesc, prometheus.GaugeValue, float64(loading))
+	ch <- prometheus.MustNewConstMetric(mCoordLoading.Desc(), prometheus.GaugeValue, float64(loading))
 	for k, n := range states {
-		ch <- prometheus.MustNewConstMetric(groupsDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
+		ch <- prometheus.MustNewConstMetric(mCoordGroups.Desc(), prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
 
 	lag := map[lagKey]int64{}
@@ -142,7 +177,79 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		out[k] += l
 	}
 	for k, l := range out {
-		ch <- prometheus.MustNewConstMetric(groupLagDesc, prometheus.GaugeValue, float64(l),
+		ch <- prometheus.MustNewConstMetric(mGroupLag.Desc(), prometheus.GaugeValue, float64(l),
 			k.group, k.topic, strconv.Itoa(int(k.partition)))
 	}
+}
+
+// partitionCollector reports the replication state of this broker's
+// partitions, computed at scrape time.
+type partitionCollector struct{ b *Broker }
+
+func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*catalogue.Def{mLeaders, mReplicas, mUnderReplicated, mUnderMinISR, mOfflineReplicas, mHWAge,
+		mFollowerLagRecords, mFollowerLagSeconds, mMetadataOffset, mMetadataLag, mFenced} {
+		ch <- d.Desc()
+	}
+}
+
+func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.b
+	now := time.Now()
+	var leaders, replicas, under, underMin, offline int
+	var hwAge time.Duration
+	lagRecords := map[int32]int64{}
+	lagSeconds := map[int32]time.Duration{}
+	for _, t := range b.meta.sortedTopics() {
+		for _, p := range t.partitions {
+			if p.log == nil || p.deleted.Load() {
+				continue
+			}
+			replicas++
+			if p.log.Offline() != nil {
+				offline++
+				continue
+			}
+			st := p.state.Load()
+			if !p.isLeader() || st == nil {
+				continue
+			}
+			leaders++
+			if len(st.ISR) < len(st.Replicas) {
+				under++
+			}
+			if len(st.ISR) < minInsyncReplicas(t.configs, b.cfg.TopicDefaults) {
+				underMin++
+			}
+			age, followers := p.replicationLag(now)
+			hwAge = max(hwAge, age)
+			for id, f := range followers {
+				lagRecords[id] = max(lagRecords[id], f.records)
+				lagSeconds[id] = max(lagSeconds[id], f.behind)
+			}
+		}
+	}
+	gauge := func(d *catalogue.Def, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d.Desc(), prometheus.GaugeValue, v, labels...)
+	}
+	gauge(mLeaders, float64(leaders))
+	gauge(mReplicas, float64(replicas))
+	gauge(mUnderReplicated, float64(under))
+	gauge(mUnderMinISR, float64(underMin))
+	gauge(mOfflineReplicas, float64(offline))
+	gauge(mHWAge, hwAge.Seconds())
+	for id, n := range lagRecords {
+		gauge(mFollowerLagRecords, float64(n), strconv.Itoa(int(id)))
+	}
+	for id, d := range lagSeconds {
+		gauge(mFollowerLagSeconds, d.Seconds(), strconv.Itoa(int(id)))
+	}
+	offset := b.meta.topics.Load().offset
+	gauge(mMetadataOffset, float64(offset))
+	gauge(mMetadataLag, float64(max(b.link.quorumOffset.Load()-offset, 0)))
+	fenced := 0.0
+	if b.link.fenced.Load() {
+		fenced = 1
+	}
+	gauge(mFenced, fenced)
 }

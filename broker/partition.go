@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -53,6 +54,9 @@ type partition struct {
 	// the partition's state changes, waking produce requests that wait
 	// for acks=all.
 	hwCh chan struct{}
+	// replicatedAt is when the high watermark last reached the log end
+	// (every in-sync replica had everything).
+	replicatedAt time.Time
 }
 
 // init prepares a new partition object.

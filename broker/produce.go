@@ -167,7 +167,9 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 	if len(rp.Records) == 0 {
 		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition", nil // as Kafka
 	}
+	start := time.Now()
 	info, err := p.log.Append(rp.Records, p.leaderEpoch())
+	b.storage.append.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// Records rejected one by one (keyless records on a compacted
 		// topic): Kafka lists them in the response (v8+).

@@ -36,6 +36,7 @@ func (p *partition) becomeLeader(now time.Time) error {
 	p.followers = map[int32]*follower{}
 	p.syncFollowersLocked(now)
 	p.alterInFlight, p.proposed = false, nil
+	p.replicatedAt = now
 	p.rmu.Unlock()
 	err := p.log.AssignLeaderEpoch(st.LeaderEpoch)
 	p.maybeAdvanceHW()
@@ -146,6 +147,9 @@ func (p *partition) maybeAdvanceHW() {
 		hw = min(hw, f.leo)
 	}
 	advanced := p.log.SetHighWatermark(hw)
+	if p.log.HighWatermark() >= p.log.EndOffset() {
+		p.replicatedAt = time.Now()
+	}
 	if advanced {
 		close(p.hwCh)
 		p.hwCh = make(chan struct{})
@@ -154,6 +158,37 @@ func (p *partition) maybeAdvanceHW() {
 	if advanced {
 		p.notify()
 	}
+}
+
+// followerLag is how far one follower is behind the leader.
+type followerLag struct {
+	records int64         // the leader's log end minus the follower's
+	behind  time.Duration // since the follower was last caught up
+}
+
+// replicationLag returns, for a partition led here, how long records have
+// waited above the high watermark (0 when everything is replicated) and
+// each follower's lag.
+func (p *partition) replicationLag(now time.Time) (time.Duration, map[int32]followerLag) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.leading < 0 {
+		return 0, nil
+	}
+	var age time.Duration
+	end := p.log.EndOffset()
+	if p.log.HighWatermark() < end && !p.replicatedAt.IsZero() {
+		age = now.Sub(p.replicatedAt)
+	}
+	out := make(map[int32]followerLag, len(p.followers))
+	for id, f := range p.followers {
+		l := followerLag{behind: max(now.Sub(f.lastCaughtUp), 0)}
+		if f.leo >= 0 {
+			l.records = max(end-f.leo, 0)
+		}
+		out[id] = l
+	}
+	return age, out
 }
 
 // proposeISR returns the ISR p should have now, and true if it differs from

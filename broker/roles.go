@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/vigilhq/vigil/controller"
@@ -109,6 +110,18 @@ func (b *Broker) alterISR(p *partition, isr []int32) {
 		return
 	}
 	b.logger.Info("ISR changed", "partition", p.String(), "from", st.ISR, "to", np.ISR, "partition_epoch", np.PartitionEpoch)
+	for _, r := range st.ISR {
+		if !slices.Contains(np.ISR, r) {
+			b.isrShrinks.Inc()
+			break
+		}
+	}
+	for _, r := range np.ISR {
+		if !slices.Contains(st.ISR, r) {
+			b.isrExpands.Inc()
+			break
+		}
+	}
 	// The image brings the same state; take it now so the high watermark
 	// and acks=all see the new ISR at once.
 	for {

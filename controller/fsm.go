@@ -22,6 +22,8 @@ type fsm struct {
 	historyBase uint64
 	historySize int
 	lastChange  uint64 // index of the newest change (0: none)
+
+	elections electionCounter // for vigil_controller_leader_elections_total
 }
 
 func newFSM(historySize int) *fsm {
@@ -43,6 +45,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	res := f.st.Apply(l.Index, &cmd)
 	if res.Change != nil {
+		f.elections.observe(res.Change)
 		f.history = append(f.history, *res.Change)
 		f.lastChange = l.Index
 		if over := len(f.history) - f.historySize; over > 0 {

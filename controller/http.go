@@ -40,6 +40,7 @@ type handlerFunc func(r *http.Request) (any, *Error)
 // the active controller answer NOT_CONTROLLER elsewhere.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler())
 	route := func(pattern string, needActive bool, h handlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if !s.authorized(r) {

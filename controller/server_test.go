@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigilhq/vigil/internal/catalogue"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -467,4 +472,39 @@ func TestServerRebalancesLeaders(t *testing.T) {
 		b, err := c.DescribeBroker(ctx, 1)
 		return err == nil && b.Leaders == 2
 	})
+}
+
+// TestControllerMetrics scrapes /metrics of the active controller: broker
+// states, heartbeat ages and elections are there, and every family is
+// declared in the catalogue.
+func TestControllerMetrics(t *testing.T) {
+	ctx := context.Background()
+	q := newQuorum(t, 1, nil)
+	nd := q.leader()
+	c := q.client()
+	addBrokerVia(t, ctx, c, 1, "a")
+	resp, err := http.Get("http://" + nd.srv.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`vigil_controller_active{controller="1"} 1`,
+		`vigil_controller_brokers{cell="a",controller="1",state=`,
+		`vigil_controller_broker_heartbeat_age_seconds{broker="1",controller="1"}`,
+		`vigil_controller_leader_elections_total{controller="1"}`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, text)
+		}
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			if name = strings.Fields(name)[0]; catalogue.Lookup(name) == nil {
+				t.Errorf("%s is exposed but not declared", name)
+			}
+		}
+	}
 }

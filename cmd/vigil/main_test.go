@@ -269,9 +269,25 @@ func endOffset(t *testing.T, addr, topic string) int64 {
 // back what was produced.
 func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
-	kport, hport := freePort(t), freePort(t)
+	kport, hport := devPorts(t)
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
-	for _, path := range []string{"/healthz", "/readyz", "/", "/debug/pprof/"} {
+	// Readiness: every broker has joined the cluster.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: status %d after a minute\n%s", resp.StatusCode, p.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, path := range []string{"/healthz", "/", "/debug/pprof/", "/metrics"} {
 		resp, err := http.Get("http://" + p.http + path)
 		if err != nil {
 			t.Fatal(err)
@@ -305,7 +321,8 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 
 	// The clean shutdown kept the record: a restart on the same data dir
 	// reads it back.
-	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePort(t)), "--http-port", strconv.Itoa(freePort(t)))
+	kport, hport = devPorts(t)
+	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("dev"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -335,6 +352,31 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("restarted vigil dev did not exit after SIGINT\n%s", p2.stderr)
 	}
+}
+
+// devPorts returns a Kafka and an HTTP port for `vigil dev` such that the
+// ports it derives from them are free too: the brokers' (kafka, +1, +2)
+// and the controller's (http+1 for its API, http+11 for Raft).
+func devPorts(t *testing.T) (kafka, httpPort int) {
+	t.Helper()
+	free := func(base int, offsets ...int) bool {
+		for _, off := range offsets {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
+			if err != nil {
+				return false
+			}
+			ln.Close()
+		}
+		return true
+	}
+	for range 100 {
+		k, h := freePort(t), freePort(t)
+		if free(k, 0, 1, 2) && free(h, 0, 1, 11) && (h < k-11 || h > k+2) {
+			return k, h
+		}
+	}
+	t.Fatal("no free ports for vigil dev")
+	return 0, 0
 }
 
 func freePort(t *testing.T) int {
