@@ -25,6 +25,8 @@ type request struct {
 	clientID string
 	body     []byte  // the request body after the header
 	buf      *[]byte // pooled buffer holding the frame, released after handling
+
+	r kbin.Reader // scratch for parseHeader
 }
 
 // response is an encoded response frame ready to write.
@@ -210,7 +212,10 @@ func (c *conn) readError(err error) {
 // is kept when the new one is the same (clients send the same one every
 // time), so parsing a header allocates nothing.
 func parseHeader(frame []byte, req *request) error {
-	r := kbin.Reader{Src: frame}
+	// The reader lives in req: a local one would escape to the heap
+	// through kmsg.SkipTags.
+	r := &req.r
+	*r = kbin.Reader{Src: frame}
 	req.key, req.version, req.corr = r.Int16(), r.Int16(), r.Int32() // frames are at least 8 bytes
 	req.body, req.buf = nil, nil
 	if !supported(req.key, req.version) {
@@ -226,7 +231,7 @@ func parseHeader(frame []byte, req *request) error {
 		req.clientID = string(id)
 	}
 	if req.version >= flexibleFrom[req.key] {
-		kmsg.SkipTags(&r)
+		kmsg.SkipTags(r)
 	}
 	if err := r.Complete(); err != nil {
 		return fmt.Errorf("%s v%d header: %w", kmsg.NameForKey(req.key), req.version, err)
