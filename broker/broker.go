@@ -37,6 +37,8 @@ type Broker struct {
 	groups   *groupCoordinator
 	registry *prometheus.Registry
 	storage  *storageMetrics
+	// reqMetrics is nil when request metrics are off.
+	reqMetrics *requestMetrics
 	// ISR changes made as a leader (vigil_partition_isr_*_total).
 	isrShrinks, isrExpands prometheus.Counter
 	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
@@ -168,11 +170,16 @@ func (b *Broker) Serve() error {
 		return b.startError(err)
 	}
 	close(b.joined)
-	b.bgWG.Add(1)
-	go func() { defer b.bgWG.Done(); b.isrLoop() }()
+	// ISR changes every replica.lag.time.max.ms/4.
+	b.every(max(b.cfg.ReplicaLagTimeMax/4, 50*time.Millisecond), b.checkISRs)
 	b.bgWG.Add(1)
 	go func() { defer b.bgWG.Done(); b.canaryLoop() }()
-	go func() { defer b.bgWG.Done(); b.maintainLoop() }()
+	if b.reqMetrics != nil {
+		b.every(labelsWindow, b.reqMetrics.rankLabels)
+	}
+	// Retention, time-based rolling and time-based flushing.
+	b.every(b.cfg.RetentionCheckInterval, b.meta.maintain)
+	b.bgWG.Done() // taken above, under connsMu
 	if b.cleaner != nil {
 		for range b.cfg.LogCleanerThreads {
 			b.bgWG.Add(1)
@@ -284,18 +291,22 @@ func (b *Broker) Close() error {
 	return b.closeErr
 }
 
-// maintainLoop runs retention, time-based rolling and time-based flushing.
-func (b *Broker) maintainLoop() {
-	t := time.NewTicker(b.cfg.RetentionCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			b.meta.maintain()
+// every runs fn every interval in the background until the broker closes.
+func (b *Broker) every(interval time.Duration, fn func()) {
+	b.bgWG.Add(1)
+	go func() {
+		defer b.bgWG.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-t.C:
+				fn()
+			}
 		}
-	}
+	}()
 }
 
 // maxCleaningsInARow bounds the cleanings a cleaner thread runs back to

@@ -69,6 +69,17 @@ type Config struct {
 	// DiskCanaryInterval is how often the disk canary writes and fsyncs a
 	// small file in the data directory (vigil_storage_canary_seconds).
 	DiskCanaryInterval time.Duration `yaml:"disk-canary-interval"`
+	// RequestMetrics measures every request (latency by stage, sizes,
+	// errors, per client and per topic). Off saves their cost, which
+	// docs/benchmarks.md measures.
+	RequestMetrics bool `yaml:"request-metrics"`
+	// MetricsMaxClients bounds the client identities (software, version,
+	// client id) with series of their own: the most active ones; the rest
+	// are labelled other.
+	MetricsMaxClients int `yaml:"metrics-max-clients"`
+	// MetricsMaxTopics bounds the topics with series of their own, the
+	// same way.
+	MetricsMaxTopics int `yaml:"metrics-max-topics"`
 	// ReplicaLagTimeMax is how long a follower may stay behind the
 	// leader's log end before it leaves the ISR (replica.lag.time.max.ms).
 	ReplicaLagTimeMax time.Duration `yaml:"replica-lag-time-max"`
@@ -157,6 +168,9 @@ func DefaultConfig() Config {
 		BrokerSessionTimeout:          controller.DefaultSessionTimeout,
 		ReplicaLagTimeMax:             30 * time.Second,
 		DiskCanaryInterval:            5 * time.Second,
+		RequestMetrics:                true,
+		MetricsMaxClients:             100,
+		MetricsMaxTopics:              1000,
 		DefaultReplicationFactor:      1,
 		OffsetsTopicReplicationFactor: 3,
 		OffsetsTopicPartitions:        50,
@@ -250,6 +264,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BrokerHeartbeatInterval, "broker-heartbeat-interval", c.BrokerHeartbeatInterval, "how often the broker heartbeats to the controller quorum")
 	fs.DurationVar(&c.BrokerSessionTimeout, "broker-session-timeout", c.BrokerSessionTimeout, "combined mode: how long the embedded quorum waits for a heartbeat before fencing a broker")
 	fs.DurationVar(&c.DiskCanaryInterval, "disk-canary-interval", c.DiskCanaryInterval, "how often the disk canary writes and fsyncs a small file in the data directory")
+	fs.BoolVar(&c.RequestMetrics, "request-metrics", c.RequestMetrics, "measure every request: latency by stage, sizes, errors, per client and per topic")
+	fs.IntVar(&c.MetricsMaxClients, "metrics-max-clients", c.MetricsMaxClients, "client identities (software, version, client id) with their own series, the most active; the rest are labelled other")
+	fs.IntVar(&c.MetricsMaxTopics, "metrics-max-topics", c.MetricsMaxTopics, "topics with their own series, the most active; the rest are labelled other")
 	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
 	fs.Func("default-replication-factor", "replication factor of topics created without one", func(s string) error {
 		v, err := strconv.ParseInt(s, 10, 16)
@@ -329,6 +346,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BrokerHeartbeatInterval <= 0 || c.BrokerSessionTimeout <= c.BrokerHeartbeatInterval {
 		return fmt.Errorf("broker-heartbeat-interval (%v) must be positive and shorter than broker-session-timeout (%v)", c.BrokerHeartbeatInterval, c.BrokerSessionTimeout)
+	}
+	if c.MetricsMaxClients < 0 || c.MetricsMaxTopics < 0 {
+		return fmt.Errorf("metrics-max-clients and metrics-max-topics must not be negative, got %d and %d", c.MetricsMaxClients, c.MetricsMaxTopics)
 	}
 	if c.DiskCanaryInterval <= 0 {
 		return fmt.Errorf("disk-canary-interval must be positive, got %v", c.DiskCanaryInterval)

@@ -41,6 +41,18 @@ type response struct {
 	release func()
 }
 
+// size returns the response's length on the wire.
+func (r *response) size() int {
+	if r.pieces == nil {
+		return len(*r.buf)
+	}
+	n := 0
+	for _, p := range r.pieces {
+		n += len(p)
+	}
+	return n
+}
+
 // done returns the response's buffers to their pools.
 func (r *response) done() {
 	putBuf(r.buf)
@@ -86,6 +98,12 @@ type conn struct {
 	clientSoftware, clientSoftwareVersion string
 
 	req request // the request being handled, reused for the next one
+
+	// Request metrics (when on): the timing of the request being handled,
+	// the error codes of its response, and the client's series.
+	timing requestTiming
+	codes  []int16
+	client *clientSeries
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
@@ -131,11 +149,36 @@ func (c *conn) serve() {
 		c.cancel()
 		_ = c.nc.Close()
 	}()
-	r := bufio.NewReaderSize(c.nc, 64<<10)
+	m := c.b.reqMetrics
+	tr := &timedReader{r: c.nc}
+	var src io.Reader = c.nc
+	if m != nil {
+		src = tr
+		m.connCreated.Inc()
+		m.connActive.Inc()
+		defer func() { m.connActive.Dec(); m.connClosed.Inc() }()
+		c.timing.busyTill = time.Now()
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	for !c.stopping() {
+		// A request whose first bytes are buffered arrived with the read
+		// that buffered them, the last one; otherwise with the first read
+		// from now on.
+		buffered, lastRead := r.Buffered() > 0, tr.last
+		tr.first = time.Time{}
 		req := c.read(r)
 		if req == nil {
 			return
+		}
+		reqBytes := len(req.body)
+		if m != nil {
+			c.timing.arrived = tr.first
+			if buffered {
+				c.timing.arrived = lastRead
+			}
+			c.timing.read = time.Now()
+			c.timing.remote = 0
+			reqBytes = len(*req.buf) + 4
 		}
 		resp, err := c.handle(req)
 		putBuf(req.buf)
@@ -146,13 +189,29 @@ func (c *conn) serve() {
 			return
 		}
 		if resp == nil {
+			if m != nil {
+				handled := time.Now()
+				c.observe(req, handled, time.Time{}, reqBytes, 0, c.codes)
+				c.timing.busyTill = handled
+			}
 			continue
+		}
+		var handled time.Time
+		respBytes := 0
+		if m != nil {
+			handled = time.Now()
+			respBytes = resp.size()
 		}
 		err = c.write(resp)
 		resp.done()
 		if err != nil {
 			c.logger.Debug("connection write failed", "err", err)
 			return
+		}
+		if m != nil {
+			written := time.Now()
+			c.observe(req, handled, written, reqBytes, respBytes, c.codes)
+			c.timing.busyTill = written
 		}
 	}
 }
@@ -265,6 +324,7 @@ var errCloseConn = errors.New("closing connection to make the client refresh met
 // handle decodes, dispatches and encodes one request. A nil response with a
 // nil error means no response is due (acks=0 produce).
 func (c *conn) handle(req *request) (*response, error) {
+	c.codes = c.codes[:0]
 	if !supported(req.key, req.version) {
 		if req.key == kmsg.ApiVersions.Int16() {
 			return c.unsupportedApiVersions(req), nil
@@ -294,6 +354,9 @@ func (c *conn) handle(req *request) (*response, error) {
 	}
 	if resp == nil {
 		return nil, nil
+	}
+	if c.b.reqMetrics != nil {
+		c.codes = responseErrors(resp, c.codes)
 	}
 	resp.SetVersion(req.version)
 	if fr, ok := resp.(*kmsg.FetchResponse); ok {

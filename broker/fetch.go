@@ -163,10 +163,19 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		} else {
 			timer.Reset(left)
 		}
+		waitStart := time.Now()
 		select {
 		case <-wake:
 		case <-timer.C:
 		case <-c.ctx.Done():
+		}
+		c.timing.remote += time.Since(waitStart)
+	}
+	if m := b.reqMetrics; m != nil && replica < 0 {
+		for i := range parts {
+			if parts[i].buf != nil {
+				m.fetched(parts[i].p, *parts[i].buf)
+			}
 		}
 	}
 	return resp, release, nil

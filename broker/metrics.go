@@ -40,7 +40,13 @@ func (b *Broker) registerCollectors(reg prometheus.Registerer) {
 	b.isrShrinks = counter(mISRShrinks)
 	b.isrExpands = counter(mISRExpands)
 	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands)
+	if b.cfg.RequestMetrics {
+		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics)
+	}
 }
+
+// labelsWindow is how often the bounded labels (clients, topics) re-rank.
+const labelsWindow = time.Minute
 
 // MetricsHandler serves the process metrics and the metrics of the given
 // brokers in the Prometheus exposition format (one endpoint for all the

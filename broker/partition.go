@@ -26,6 +26,7 @@ type partition struct {
 	self    int32     // this broker's id
 	log     *vlog.Log // nil when this broker holds no replica
 	deleted atomic.Bool
+	metrics atomic.Pointer[topicSeries] // the topic's metrics, resolved on first use
 
 	// state is the controller's latest state of the partition.
 	state atomic.Pointer[controller.Partition]

@@ -84,6 +84,9 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 		return nil, nil, nil
 	}
 	if len(waits) > 0 {
+		if b.reqMetrics != nil {
+			defer func(start time.Time) { c.timing.remote += time.Since(start) }(time.Now())
+		}
 		ctx, cancel := context.WithTimeout(c.ctx, time.Duration(max(r.TimeoutMillis, 0))*time.Millisecond)
 		for _, w := range waits {
 			if code := w.p.waitReplicated(ctx, w.target, w.minISR); code != 0 {
@@ -190,6 +193,9 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 	if !info.Duplicate {
 		p.maybeAdvanceHW()
 		p.notify()
+		if m := b.reqMetrics; m != nil {
+			m.produced(p, len(rp.Records), info.LastOffset-info.BaseOffset+1)
+		}
 	}
 	if r.Acks == -1 {
 		return 0, "", &replicationWait{p: p, target: info.LastOffset + 1, minISR: minISR}

@@ -56,24 +56,10 @@ func (b *Broker) applied() {
 	}
 }
 
-// isrLoop proposes ISR changes for the partitions this broker leads: every
-// replica.lag.time.max.ms/4 it shrinks the ISRs of followers that fell
-// behind and expands them with followers that caught up.
-func (b *Broker) isrLoop() {
-	interval := max(b.cfg.ReplicaLagTimeMax/4, 50*time.Millisecond)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		b.checkISRs()
-	}
-}
-
-// checkISRs proposes the ISR changes due now.
+// checkISRs proposes the ISR changes due now for the partitions this
+// broker leads: it shrinks the ISRs of followers that fell behind and
+// expands them with followers that caught up. Serve runs it every
+// replica.lag.time.max.ms/4.
 func (b *Broker) checkISRs() {
 	now := time.Now()
 	alive := func(id int32) bool {
