@@ -37,8 +37,10 @@ type Broker struct {
 	groups   *groupCoordinator
 	registry *prometheus.Registry
 	storage  *storageMetrics
-	// reqMetrics is nil when request metrics are off.
+	// reqMetrics is nil when request metrics are off, tracing when
+	// tracing is.
 	reqMetrics *requestMetrics
+	tracing    *tracing
 	// ISR changes made as a leader (vigil_partition_isr_*_total).
 	isrShrinks, isrExpands prometheus.Counter
 	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
@@ -113,6 +115,11 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	b.registry, b.storage = registry, storage
 	b.registerCollectors(labeled)
 	if b.link, err = newControllerLink(b); err != nil {
+		ln.Close()
+		cancel()
+		return nil, err
+	}
+	if b.tracing, err = newTracing(cfg, logger); err != nil {
 		ln.Close()
 		cancel()
 		return nil, err
@@ -286,6 +293,9 @@ func (b *Broker) Close() error {
 		b.groups.close()
 		b.link.close()
 		b.closeErr = b.meta.close()
+		if err := b.tracing.shutdown(); err != nil {
+			b.logger.Warn("exporting the last spans failed", "err", err)
+		}
 		b.logger.Info("broker stopped")
 	})
 	return b.closeErr

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -80,6 +81,13 @@ type Config struct {
 	// MetricsMaxTopics bounds the topics with series of their own, the
 	// same way.
 	MetricsMaxTopics int `yaml:"metrics-max-topics"`
+	// TracingEndpoint is the OTLP/HTTP endpoint spans are exported to
+	// (e.g. http://localhost:4318); empty turns tracing off.
+	TracingEndpoint string `yaml:"tracing-endpoint"`
+	// TracingSampleRatio is the fraction of requests traced when their
+	// records carry no trace context (records with a traceparent follow
+	// its sampled flag).
+	TracingSampleRatio float64 `yaml:"tracing-sample-ratio"`
 	// ReplicaLagTimeMax is how long a follower may stay behind the
 	// leader's log end before it leaves the ISR (replica.lag.time.max.ms).
 	ReplicaLagTimeMax time.Duration `yaml:"replica-lag-time-max"`
@@ -171,6 +179,7 @@ func DefaultConfig() Config {
 		RequestMetrics:                true,
 		MetricsMaxClients:             100,
 		MetricsMaxTopics:              1000,
+		TracingSampleRatio:            0.01,
 		DefaultReplicationFactor:      1,
 		OffsetsTopicReplicationFactor: 3,
 		OffsetsTopicPartitions:        50,
@@ -266,6 +275,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DiskCanaryInterval, "disk-canary-interval", c.DiskCanaryInterval, "how often the disk canary writes and fsyncs a small file in the data directory")
 	fs.BoolVar(&c.RequestMetrics, "request-metrics", c.RequestMetrics, "measure every request: latency by stage, sizes, errors, per client and per topic")
 	fs.IntVar(&c.MetricsMaxClients, "metrics-max-clients", c.MetricsMaxClients, "client identities (software, version, client id) with their own series, the most active; the rest are labelled other")
+	fs.StringVar(&c.TracingEndpoint, "tracing-endpoint", c.TracingEndpoint, "OTLP/HTTP endpoint to export spans to, e.g. http://localhost:4318 (empty: tracing off)")
+	fs.Float64Var(&c.TracingSampleRatio, "tracing-sample-ratio", c.TracingSampleRatio, "fraction of requests traced when their records carry no traceparent (those with one follow its sampled flag)")
 	fs.IntVar(&c.MetricsMaxTopics, "metrics-max-topics", c.MetricsMaxTopics, "topics with their own series, the most active; the rest are labelled other")
 	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
 	fs.Func("default-replication-factor", "replication factor of topics created without one", func(s string) error {
@@ -346,6 +357,14 @@ func (c *Config) Validate() error {
 	}
 	if c.BrokerHeartbeatInterval <= 0 || c.BrokerSessionTimeout <= c.BrokerHeartbeatInterval {
 		return fmt.Errorf("broker-heartbeat-interval (%v) must be positive and shorter than broker-session-timeout (%v)", c.BrokerHeartbeatInterval, c.BrokerSessionTimeout)
+	}
+	if c.TracingSampleRatio < 0 || c.TracingSampleRatio > 1 {
+		return fmt.Errorf("tracing-sample-ratio must be between 0 and 1, got %v", c.TracingSampleRatio)
+	}
+	if c.TracingEndpoint != "" {
+		if u, err := url.Parse(c.TracingEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("tracing-endpoint must be an http:// or https:// URL such as http://localhost:4318, got %q", c.TracingEndpoint)
+		}
 	}
 	if c.MetricsMaxClients < 0 || c.MetricsMaxTopics < 0 {
 		return fmt.Errorf("metrics-max-clients and metrics-max-topics must not be negative, got %d and %d", c.MetricsMaxClients, c.MetricsMaxTopics)

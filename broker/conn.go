@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // request is one framed request: its parsed header and its body.
@@ -104,6 +105,7 @@ type conn struct {
 	timing requestTiming
 	codes  []int16
 	client *clientSeries
+	spans  []trace.Span // of the request being handled, ended when answered
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
@@ -150,15 +152,19 @@ func (c *conn) serve() {
 		_ = c.nc.Close()
 	}()
 	m := c.b.reqMetrics
+	timed := m != nil || c.b.tracing != nil
 	tr := &timedReader{r: c.nc}
 	var src io.Reader = c.nc
-	if m != nil {
+	if timed {
 		src = tr
+		c.timing.busyTill = time.Now()
+	}
+	if m != nil {
 		m.connCreated.Inc()
 		m.connActive.Inc()
 		defer func() { m.connActive.Dec(); m.connClosed.Inc() }()
-		c.timing.busyTill = time.Now()
 	}
+	defer func() { c.endSpans(time.Now()) }() // of a request not answered
 	r := bufio.NewReaderSize(src, 64<<10)
 	for !c.stopping() {
 		// A request whose first bytes are buffered arrived with the read
@@ -170,15 +176,14 @@ func (c *conn) serve() {
 		if req == nil {
 			return
 		}
-		reqBytes := len(req.body)
-		if m != nil {
+		reqBytes := len(*req.buf) + 4
+		if timed {
 			c.timing.arrived = tr.first
 			if buffered {
 				c.timing.arrived = lastRead
 			}
 			c.timing.read = time.Now()
 			c.timing.remote = 0
-			reqBytes = len(*req.buf) + 4
 		}
 		resp, err := c.handle(req)
 		putBuf(req.buf)
@@ -188,32 +193,41 @@ func (c *conn) serve() {
 				"version", req.version, "client_id", req.clientID, "err", err)
 			return
 		}
+		var handled time.Time
+		if timed {
+			handled = time.Now()
+		}
 		if resp == nil {
-			if m != nil {
-				handled := time.Now()
-				c.observe(req, handled, time.Time{}, reqBytes, 0, c.codes)
-				c.timing.busyTill = handled
+			if timed {
+				c.answered(req, handled, time.Time{}, reqBytes, 0)
 			}
 			continue
 		}
-		var handled time.Time
-		respBytes := 0
-		if m != nil {
-			handled = time.Now()
-			respBytes = resp.size()
-		}
+		respBytes := resp.size()
 		err = c.write(resp)
 		resp.done()
 		if err != nil {
 			c.logger.Debug("connection write failed", "err", err)
 			return
 		}
-		if m != nil {
-			written := time.Now()
-			c.observe(req, handled, written, reqBytes, respBytes, c.codes)
-			c.timing.busyTill = written
+		if timed {
+			c.answered(req, handled, time.Now(), reqBytes, respBytes)
 		}
 	}
+}
+
+// answered records a request answered (written is zero when no response
+// was due): its metrics and the end of its spans.
+func (c *conn) answered(req *request, handled, written time.Time, reqBytes, respBytes int) {
+	end := written
+	if end.IsZero() {
+		end = handled
+	}
+	if c.b.reqMetrics != nil {
+		c.observe(req, handled, written, reqBytes, respBytes, c.codes)
+	}
+	c.endSpans(end)
+	c.timing.busyTill = end
 }
 
 // read frames the next request and parses its header. It returns nil when

@@ -5,6 +5,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Fetch sessions (KIP-227): this broker does not keep session state. A
@@ -178,7 +180,37 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 			}
 		}
 	}
+	if b.tracing != nil {
+		b.traceFetch(c, parts, replica)
+	}
 	return resp, release, nil
+}
+
+// traceFetch starts a span for each partition of a fetch that returns
+// records, joined to their traces; they end when the response is written.
+// A follower's fetch is the replication of the records, a consumer's
+// their delivery.
+func (b *Broker) traceFetch(c *conn, parts []fetchPart, replica int32) {
+	name, op := "fetch ", "receive"
+	if replica >= 0 {
+		name, op = "replicate ", "replicate"
+	}
+	for i := range parts {
+		fp := &parts[i]
+		if fp.buf == nil || len(*fp.buf) == 0 {
+			continue
+		}
+		attrs := messaging(op, fp.p.topic, fp.p.index, c.req.clientID)
+		if replica >= 0 {
+			attrs = append(attrs, attribute.Int("vigil.follower", int(replica)))
+		}
+		span := b.tracing.start(name+fp.p.topic, trace.SpanKindServer, c.timing.arrived, *fp.buf, attrs...)
+		if span == nil {
+			continue
+		}
+		span.SetAttributes(attribute.Int64("messaging.kafka.offset", fp.rp.FetchOffset))
+		c.spans = append(c.spans, span)
+	}
 }
 
 // followerFetch records a follower's fetch and checks its log against the

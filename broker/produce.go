@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
@@ -55,9 +57,15 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
+			span, appendStart := b.traceProduce(c, t, rt, rp)
 			code, msg, wait := b.producePartition(r, t, rp, &sp, validAcks)
+			if span != nil {
+				b.tracing.child(span, "append", appendStart, time.Now())
+				span.SetAttributes(attribute.Int64("messaging.kafka.offset", sp.BaseOffset))
+				setError(span, code)
+			}
 			if wait != nil {
-				wait.topic, wait.index = len(resp.Topics), len(st.Partitions)
+				wait.topic, wait.index, wait.span = len(resp.Topics), len(st.Partitions), span
 				waits = append(waits, *wait)
 			}
 			if code == kerr.NotLeaderForPartition.Code && t != nil {
@@ -89,7 +97,13 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, time.Duration(max(r.TimeoutMillis, 0))*time.Millisecond)
 		for _, w := range waits {
-			if code := w.p.waitReplicated(ctx, w.target, w.minISR); code != 0 {
+			start := time.Now()
+			code := w.p.waitReplicated(ctx, w.target, w.minISR)
+			if w.span != nil {
+				b.tracing.child(w.span, "replicate", start, time.Now(), attribute.Int("vigil.min_insync_replicas", w.minISR))
+				setError(w.span, code)
+			}
+			if code != 0 {
 				if c.ctx.Err() != nil {
 					code = kerr.NotLeaderForPartition.Code // shutting down: try the new leader
 				}
@@ -103,12 +117,35 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 	return resp, nil, nil
 }
 
+// traceProduce starts the span of one partition of a produce request (nil
+// when tracing is off or the request not sampled), with its receive stage
+// done, and returns when its append starts. The span ends when the
+// response is written.
+func (b *Broker) traceProduce(c *conn, t *topic, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition) (trace.Span, time.Time) {
+	if b.tracing == nil {
+		return nil, time.Time{}
+	}
+	name := rt.Topic
+	if t != nil {
+		name = t.name
+	}
+	span := b.tracing.start("produce "+name, trace.SpanKindServer, c.timing.arrived, rp.Records,
+		messaging("send", name, rp.Partition, c.req.clientID)...)
+	if span == nil {
+		return nil, time.Time{}
+	}
+	b.tracing.child(span, "receive", c.timing.arrived, c.timing.read)
+	c.spans = append(c.spans, span)
+	return span, time.Now()
+}
+
 // replicationWait is an acks=all append waiting for the in-sync replicas.
 type replicationWait struct {
 	p            *partition
 	target       int64 // the high watermark that covers the append
 	minISR       int
-	topic, index int // where its answer is in the response
+	topic, index int        // where its answer is in the response
+	span         trace.Span // the partition's produce span, if traced
 }
 
 // produceEndpoints returns the endpoints of the given leaders (KIP-951).

@@ -19,6 +19,25 @@ import (
 // makeBatch encodes a v2 record batch of n records with the given producer
 // identity, with a correct CRC-32C.
 func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []byte {
+	recs := make([]kmsg.Record, n)
+	for i := range recs {
+		recs[i].Value = value
+	}
+	return makeBatchOf(producerID, epoch, seq, recs)
+}
+
+// makeBatchHeaders encodes a batch of n records, each with one header.
+func makeBatchHeaders(n int, key, value string) []byte {
+	recs := make([]kmsg.Record, n)
+	for i := range recs {
+		recs[i].Headers = []kmsg.Header{{Key: key, Value: []byte(value)}}
+	}
+	return makeBatchOf(-1, -1, -1, recs)
+}
+
+// makeBatchOf encodes records (their offset deltas are set) as a v2 batch.
+func makeBatchOf(producerID int64, epoch int16, seq int32, records []kmsg.Record) []byte {
+	n := len(records)
 	rb := kmsg.RecordBatch{
 		Magic:                2,
 		ProducerID:           producerID,
@@ -31,8 +50,9 @@ func makeBatch(producerID int64, epoch int16, seq int32, n int, value []byte) []
 		PartitionLeaderEpoch: -1,
 	}
 	var recs []byte
-	for i := 0; i < n; i++ {
-		r := kmsg.Record{OffsetDelta: int32(i), Value: value}
+	for i := range records {
+		r := records[i]
+		r.OffsetDelta = int32(i)
 		body := r.AppendTo(nil)[1:] // drop the zero Length varint (one byte)
 		recs = kbin.AppendVarint(recs, int32(len(body)))
 		recs = append(recs, body...)

@@ -1,0 +1,197 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	vlog "github.com/vigilhq/vigil/broker/log"
+)
+
+// Tracing: spans for produce (receive, append, replicate, acknowledged) and
+// for fetches by consumers and followers, joined to the traces of the
+// records they carry. A producer (a Vigil probe, or any client with OTel's
+// Kafka instrumentation) puts a W3C traceparent header on a record; the
+// broker finds it in the batch and makes its span a child of that
+// context, linked to the other contexts in the batch. A trace then shows
+// the record's path: the producer's span, the leader's produce span with
+// its append and replicate children, each follower's fetch of it, and each
+// consumer's fetch.
+//
+// Sampling is parent-based: a record whose traceparent says sampled is
+// traced, one that says not sampled is not, and requests without any are
+// sampled at --tracing-sample-ratio. Spans go to an OTLP/HTTP collector
+// (--tracing-endpoint) in batches. Off by default; off, the broker neither
+// looks at record headers nor starts spans (one nil check per request).
+
+// maxTraceLinks bounds the trace contexts a span follows (the parent and
+// its links), and so the records a batch is searched through.
+const maxTraceLinks = 8
+
+// tracing is a broker's tracer, nil when tracing is off.
+type tracing struct {
+	provider *sdktrace.TracerProvider
+	tracer   trace.Tracer
+	broker   attribute.KeyValue
+}
+
+// newTracing starts the span exporter when the configuration asks for it.
+func newTracing(cfg Config, logger *slog.Logger) (*tracing, error) {
+	if cfg.TracingEndpoint == "" {
+		return nil, nil
+	}
+	// A base URL gets OTLP's path, as OTEL_EXPORTER_OTLP_ENDPOINT does.
+	endpoint := cfg.TracingEndpoint
+	if u, err := url.Parse(endpoint); err == nil && (u.Path == "" || u.Path == "/") {
+		u.Path = "/v1/traces"
+		endpoint = u.String()
+	}
+	// The SDK reports export failures to a process-wide handler.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("exporting spans failed", "endpoint", endpoint, "err", err)
+	}))
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("tracing-endpoint %q: %w", cfg.TracingEndpoint, err)
+	}
+	res := resource.NewSchemaless(
+		attribute.String("service.name", "vigil-broker"),
+		attribute.String("service.instance.id", strconv.Itoa(int(cfg.NodeID))),
+		attribute.String("vigil.cell", cfg.Cell),
+	)
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp),
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.TracingSampleRatio))),
+	)
+	return &tracing{
+		provider: tp,
+		tracer:   tp.Tracer("github.com/vigilhq/vigil/broker"),
+		broker:   attribute.Int("vigil.broker", int(cfg.NodeID)),
+	}, nil
+}
+
+// shutdown exports the spans still buffered.
+func (t *tracing) shutdown() error {
+	if t == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return t.provider.Shutdown(ctx)
+}
+
+var errEnoughContexts = errors.New("enough trace contexts")
+
+// recordContexts returns the distinct trace contexts found in the
+// traceparent headers of the records of batches (at most maxTraceLinks),
+// the first one first.
+func recordContexts(batches []byte) []trace.SpanContext {
+	var out []trace.SpanContext
+	prop := propagation.TraceContext{}
+	for len(batches) >= vlog.BatchHeaderSize {
+		h, err := vlog.ParseBatchHeader(batches)
+		if err != nil || h.Size() < vlog.BatchHeaderSize || h.Size() > len(batches) {
+			break
+		}
+		err = vlog.DecodeRecords(batches[:h.Size()], func(r *vlog.Record) error {
+			for _, hd := range r.Headers {
+				if hd.Key != "traceparent" {
+					continue
+				}
+				sc := trace.SpanContextFromContext(prop.Extract(context.Background(), propagation.MapCarrier{"traceparent": string(hd.Value)}))
+				if !sc.IsValid() || containsContext(out, sc) {
+					continue
+				}
+				if out = append(out, sc); len(out) == maxTraceLinks {
+					return errEnoughContexts
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			break
+		}
+		batches = batches[h.Size():]
+	}
+	return out
+}
+
+func containsContext(scs []trace.SpanContext, sc trace.SpanContext) bool {
+	for _, s := range scs {
+		if s.Equal(sc) {
+			return true
+		}
+	}
+	return false
+}
+
+// start starts a span over batches, a child of the first trace context
+// in them and linked to the others; nil if it is not sampled.
+func (t *tracing) start(name string, kind trace.SpanKind, at time.Time, batches []byte, attrs ...attribute.KeyValue) trace.Span {
+	ctx := context.Background()
+	var links []trace.Link
+	for i, sc := range recordContexts(batches) {
+		if i == 0 {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+			continue
+		}
+		links = append(links, trace.Link{SpanContext: sc})
+	}
+	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(at),
+		trace.WithLinks(links...), trace.WithAttributes(append(attrs, t.broker)...))
+	if !span.IsRecording() {
+		return nil
+	}
+	return span
+}
+
+// child records a finished child span of parent.
+func (t *tracing) child(parent trace.Span, name string, start, end time.Time, attrs ...attribute.KeyValue) {
+	ctx := trace.ContextWithSpan(context.Background(), parent)
+	_, span := t.tracer.Start(ctx, name, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	span.End(trace.WithTimestamp(end))
+}
+
+// messaging returns the OpenTelemetry messaging attributes of a partition.
+func messaging(op, topic string, partition int32, clientID string) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("messaging.system", "kafka"),
+		attribute.String("messaging.operation.type", op),
+		attribute.String("messaging.destination.name", topic),
+		attribute.String("messaging.destination.partition.id", strconv.Itoa(int(partition))),
+		attribute.String("messaging.client.id", clientID),
+	}
+}
+
+// setError marks a span failed with a Kafka error code.
+func setError(span trace.Span, code int16) {
+	if code == 0 {
+		return
+	}
+	name := errorName(code)
+	span.SetAttributes(attribute.String("error.type", name))
+	span.SetStatus(codes.Error, name)
+}
+
+// endSpans ends the spans of the request just answered, at when.
+func (c *conn) endSpans(when time.Time) {
+	for _, s := range c.spans {
+		s.End(trace.WithTimestamp(when))
+	}
+	clear(c.spans)
+	c.spans = c.spans[:0]
+}

@@ -1,0 +1,163 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// otlpReceiver is an OTLP/HTTP trace collector that keeps the spans it is
+// sent.
+type otlpReceiver struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/traces" {
+		http.NotFound(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	var req coltrace.ExportTraceServiceRequest
+	if err := proto.Unmarshal(body, &req); err != nil {
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	o.mu.Lock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			o.spans = append(o.spans, ss.Spans...)
+		}
+	}
+	o.mu.Unlock()
+	out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+// TestTracingFollowsRecords produces records carrying W3C trace contexts
+// (sampled, not sampled, none) and consumes them, with spans exported over
+// OTLP/HTTP to a collector: the sampled record's trace gets the produce
+// span as a child of the producer's span, with receive, append and
+// replicate children, and the consumer's fetch span; the others get
+// nothing (the sample ratio for records without a context is 0).
+func TestTracingFollowsRecords(t *testing.T) {
+	recv := &otlpReceiver{}
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+	b := startBroker(t, "", func(c *Config) {
+		c.TracingEndpoint = srv.URL
+		c.TracingSampleRatio = 0
+	})
+	createTopic(t, newAdmin(t, b), "traced", 1, nil)
+
+	const (
+		sampledTrace   = "4bf92f3577b34da6a3ce929d0e0e4736"
+		sampledParent  = "00f067aa0ba902b7"
+		unsampledTrace = "5bf92f3577b34da6a3ce929d0e0e4736"
+	)
+	cl := newClient(t, b, kgo.DefaultProduceTopic("traced"), kgo.ProducerLinger(0))
+	for _, tp := range []string{
+		"00-" + sampledTrace + "-" + sampledParent + "-01",
+		"00-" + unsampledTrace + "-00f067aa0ba902b8-00",
+		"",
+	} {
+		r := &kgo.Record{Value: []byte("v")}
+		if tp != "" {
+			r.Headers = []kgo.RecordHeader{{Key: "traceparent", Value: []byte(tp)}}
+		}
+		if err := cl.ProduceSync(testCtx(t), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumeN(t, b, "traced", 3)
+	b.Close() // exports what is buffered
+
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	byName := map[string]*tracepb.Span{}
+	for _, s := range recv.spans {
+		switch hex.EncodeToString(s.TraceId) {
+		case sampledTrace:
+		case unsampledTrace:
+			t.Errorf("span %q in the trace whose traceparent says not sampled", s.Name)
+			continue
+		default:
+			t.Errorf("span %q in trace %x: no record without a trace context should be traced at ratio 0", s.Name, s.TraceId)
+			continue
+		}
+		if byName[s.Name] != nil && s.Name != "fetch traced" {
+			t.Errorf("two %q spans", s.Name)
+		}
+		byName[s.Name] = s
+	}
+	produce, fetch := byName["produce traced"], byName["fetch traced"]
+	if produce == nil || fetch == nil {
+		t.Fatalf("spans of the sampled trace: %v; want produce traced and fetch traced", keys(byName))
+	}
+	if got := hex.EncodeToString(produce.ParentSpanId); got != sampledParent {
+		t.Errorf("produce span's parent %s, want the producer's span %s", got, sampledParent)
+	}
+	if got := hex.EncodeToString(fetch.ParentSpanId); got != sampledParent {
+		t.Errorf("fetch span's parent %s, want the producer's span %s", got, sampledParent)
+	}
+	for _, stage := range []string{"receive", "append", "replicate"} {
+		s := byName[stage]
+		if s == nil {
+			t.Errorf("no %s span", stage)
+			continue
+		}
+		if !bytes.Equal(s.ParentSpanId, produce.SpanId) {
+			t.Errorf("%s span's parent is not the produce span", stage)
+		}
+		if s.StartTimeUnixNano < produce.StartTimeUnixNano || s.EndTimeUnixNano > produce.EndTimeUnixNano {
+			t.Errorf("%s span [%d, %d] outside the produce span [%d, %d]", stage, s.StartTimeUnixNano, s.EndTimeUnixNano, produce.StartTimeUnixNano, produce.EndTimeUnixNano)
+		}
+	}
+	attrs := map[string]string{}
+	for _, kv := range produce.Attributes {
+		attrs[kv.Key] = kv.Value.GetStringValue()
+	}
+	if attrs["messaging.destination.name"] != "traced" || attrs["messaging.system"] != "kafka" {
+		t.Errorf("produce span attributes: %v", attrs)
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// FuzzRecordContexts feeds arbitrary bytes, as produced or fetched record
+// batches, to the search for trace contexts: it must not panic and finds
+// at most maxTraceLinks contexts.
+func FuzzRecordContexts(f *testing.F) {
+	withHeader := func(tp string) []byte {
+		return makeBatchHeaders(1, "traceparent", tp)
+	}
+	f.Add(withHeader("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+	f.Add(withHeader("00-zz-00f067aa0ba902b7-01"))
+	f.Add(makeBatch(-1, -1, -1, 3, []byte("x")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if n := len(recordContexts(b)); n > maxTraceLinks {
+			t.Fatalf("%d contexts", n)
+		}
+	})
+}
