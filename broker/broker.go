@@ -41,6 +41,7 @@ type Broker struct {
 	// tracing is.
 	reqMetrics *requestMetrics
 	tracing    *tracing
+	faults     *faults // injected faults (--staging)
 	// ISR changes made as a leader (vigil_partition_isr_*_total).
 	isrShrinks, isrExpands prometheus.Counter
 	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
@@ -77,7 +78,8 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if base == nil {
 		base = vlog.OSFS()
 	}
-	cfg.FS = meteredFS{FS: base, m: storage}
+	flt := newFaults(cfg.Staging)
+	cfg.FS = meteredFS{FS: base, m: storage, faults: flt}
 	meta, err := newMetaStore(cfg, logger)
 	if err != nil {
 		return nil, err
@@ -108,6 +110,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		cancel:        cancel,
 		conns:         make(map[*conn]struct{}),
 		joined:        make(chan struct{}),
+		faults:        flt,
 	}
 	b.fetchers = newFetchers(b)
 	b.groups = newGroupCoordinator(b)
@@ -269,6 +272,7 @@ func (b *Broker) Close() error {
 			cancel()
 		}
 		b.cancel()
+		b.faults.close() // releases blocked writes and traffic
 		b.ln.Close()
 		b.connsMu.Lock()
 		for c := range b.conns {
@@ -386,6 +390,7 @@ func (b *Broker) HTTPHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("/metrics", MetricsHandler(b))
+	mux.HandleFunc("/admin/v1/faults", b.serveFaults)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.ctx.Err() != nil {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

@@ -81,6 +81,12 @@ type Config struct {
 	// MetricsMaxTopics bounds the topics with series of their own, the
 	// same way.
 	MetricsMaxTopics int `yaml:"metrics-max-topics"`
+	// Staging allows fault injection (SetFaults, /admin/v1/faults). Never
+	// in production.
+	Staging bool `yaml:"staging"`
+	// AdminToken, when set, is the bearer token the broker's admin API
+	// (/admin/v1/...) requires; without it, only loopback clients may call.
+	AdminToken string `yaml:"admin-token"`
 	// TracingEndpoint is the OTLP/HTTP endpoint spans are exported to
 	// (e.g. http://localhost:4318); empty turns tracing off.
 	TracingEndpoint string `yaml:"tracing-endpoint"`
@@ -275,6 +281,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DiskCanaryInterval, "disk-canary-interval", c.DiskCanaryInterval, "how often the disk canary writes and fsyncs a small file in the data directory")
 	fs.BoolVar(&c.RequestMetrics, "request-metrics", c.RequestMetrics, "measure every request: latency by stage, sizes, errors, per client and per topic")
 	fs.IntVar(&c.MetricsMaxClients, "metrics-max-clients", c.MetricsMaxClients, "client identities (software, version, client id) with their own series, the most active; the rest are labelled other")
+	fs.BoolVar(&c.Staging, "staging", c.Staging, "allow fault injection through the admin API (staging only, never production)")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token the admin API (/admin/v1/...) requires; without one only loopback clients may call it (default $VIGIL_ADMIN_TOKEN)")
 	fs.StringVar(&c.TracingEndpoint, "tracing-endpoint", c.TracingEndpoint, "OTLP/HTTP endpoint to export spans to, e.g. http://localhost:4318 (empty: tracing off)")
 	fs.Float64Var(&c.TracingSampleRatio, "tracing-sample-ratio", c.TracingSampleRatio, "fraction of requests traced when their records carry no traceparent (those with one follow its sampled flag)")
 	fs.IntVar(&c.MetricsMaxTopics, "metrics-max-topics", c.MetricsMaxTopics, "topics with their own series, the most active; the rest are labelled other")

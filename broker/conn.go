@@ -177,6 +177,11 @@ func (c *conn) serve() {
 			return
 		}
 		reqBytes := len(*req.buf) + 4
+		peer, peerID := peerOf(req.clientID)
+		if err := c.b.faults.hold(c.ctx, peer, peerID, dirIn); err != nil {
+			c.logger.Debug("closing connection", "err", err)
+			return
+		}
 		if timed {
 			c.timing.arrived = tr.first
 			if buffered {
@@ -204,6 +209,11 @@ func (c *conn) serve() {
 			continue
 		}
 		respBytes := resp.size()
+		if err := c.b.faults.hold(c.ctx, peer, peerID, dirOut); err != nil {
+			resp.done()
+			c.logger.Debug("closing connection", "err", err)
+			return
+		}
 		err = c.write(resp)
 		resp.done()
 		if err != nil {

@@ -155,7 +155,8 @@ func (fs *fetchers) close() {
 func (fs *fetchers) start(leader int32, endpoint string) (*fetcher, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(endpoint),
-		kgo.ClientID("vigil-replica-fetcher-"+itoa(fs.b.cfg.NodeID)),
+		kgo.ClientID(replicaClientPrefix+itoa(fs.b.cfg.NodeID)),
+		kgo.Dialer(fs.b.faults.dialer(peerReplication, leader)),
 		kgo.DisableClientMetrics(),
 		kgo.RequestTimeoutOverhead(10*time.Second),
 	)

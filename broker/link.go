@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -67,7 +68,11 @@ func newControllerLink(b *Broker) (*controllerLink, error) {
 		l.embedded = srv
 		addrs = []string{srv.Addr()}
 	}
-	cl, err := controller.NewClient(controller.ClientConfig{Addrs: addrs, Token: b.cfg.ControllerToken})
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext:         b.faults.dialer(peerController, -1),
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
+	}}
+	cl, err := controller.NewClient(controller.ClientConfig{Addrs: addrs, Token: b.cfg.ControllerToken, HTTPClient: hc})
 	if err != nil {
 		if l.embedded != nil {
 			l.embedded.Close()

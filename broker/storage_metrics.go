@@ -83,7 +83,8 @@ func newStorageMetrics(reg prometheus.Registerer) *storageMetrics {
 // segment creations, deletions and errors.
 type meteredFS struct {
 	vlog.FS
-	m *storageMetrics
+	m      *storageMetrics
+	faults *faults // injected below the timing, like a slow disk
 }
 
 func (f meteredFS) OpenFile(name string, flag int, perm uint32) (vlog.File, error) {
@@ -97,7 +98,7 @@ func (f meteredFS) OpenFile(name string, flag int, perm uint32) (vlog.File, erro
 	if flag&os.O_CREATE != 0 && strings.HasSuffix(name, ".log") {
 		f.m.rolls.Inc()
 	}
-	return meteredFile{File: file, m: f.m}, nil
+	return meteredFile{File: file, m: f.m, faults: f.faults}, nil
 }
 
 func (f meteredFS) Remove(name string) error {
@@ -113,12 +114,16 @@ func (f meteredFS) Remove(name string) error {
 
 type meteredFile struct {
 	vlog.File
-	m *storageMetrics
+	m      *storageMetrics
+	faults *faults
 }
 
 func (f meteredFile) Write(p []byte) (int, error) {
 	t := time.Now()
-	n, err := f.File.Write(p)
+	n, err := 0, f.faults.storage("write")
+	if err == nil {
+		n, err = f.File.Write(p)
+	}
 	f.m.write.Observe(time.Since(t).Seconds())
 	if err != nil {
 		f.m.ioErrors.WithLabelValues("write").Inc()
@@ -128,7 +133,10 @@ func (f meteredFile) Write(p []byte) (int, error) {
 
 func (f meteredFile) WriteAt(p []byte, off int64) (int, error) {
 	t := time.Now()
-	n, err := f.File.WriteAt(p, off)
+	n, err := 0, f.faults.storage("write")
+	if err == nil {
+		n, err = f.File.WriteAt(p, off)
+	}
 	f.m.write.Observe(time.Since(t).Seconds())
 	if err != nil {
 		f.m.ioErrors.WithLabelValues("write").Inc()
@@ -138,7 +146,10 @@ func (f meteredFile) WriteAt(p []byte, off int64) (int, error) {
 
 func (f meteredFile) Sync() error {
 	t := time.Now()
-	err := f.File.Sync()
+	err := f.faults.storage("fsync")
+	if err == nil {
+		err = f.File.Sync()
+	}
 	f.m.fsync.Observe(time.Since(t).Seconds())
 	if err != nil {
 		f.m.ioErrors.WithLabelValues("fsync").Inc()
