@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -464,4 +465,73 @@ func (b *Broker) adminAllowed(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// FaultClient calls a broker's fault API.
+type FaultClient struct {
+	// URL is the broker's admin base URL: http://host:port of its HTTP
+	// endpoint (in vigil dev, http://127.0.0.1:8080/brokers/<id>).
+	URL string
+	// Token is the broker's admin token, if it has one.
+	Token string
+	// HTTP is the client to use (http.DefaultClient when nil).
+	HTTP *http.Client
+}
+
+// Get returns the faults in force.
+func (c *FaultClient) Get(ctx context.Context) (Faults, error) {
+	return c.do(ctx, http.MethodGet, nil)
+}
+
+// Set replaces the faults.
+func (c *FaultClient) Set(ctx context.Context, f Faults) (Faults, error) {
+	return c.do(ctx, http.MethodPut, &f)
+}
+
+// Clear removes every fault.
+func (c *FaultClient) Clear(ctx context.Context) (Faults, error) {
+	return c.do(ctx, http.MethodDelete, nil)
+}
+
+func (c *FaultClient) do(ctx context.Context, method string, body *Faults) (Faults, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return Faults{}, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := strings.TrimSuffix(c.URL, "/") + "/admin/v1/faults"
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return Faults{}, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Faults{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Faults{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Faults{}, fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(data)))
+	}
+	var out Faults
+	if err := json.Unmarshal(data, &out); err != nil {
+		return Faults{}, fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -39,6 +40,9 @@ func runBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if cfg.AdminToken == "" {
+		cfg.AdminToken = os.Getenv("VIGIL_ADMIN_TOKEN")
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -86,6 +86,7 @@ verbs:
   reassign --cancel TOPIC:PARTITION ...    cancel reassignments
   reassign --list                          list reassignments in progress
   quorum                           controller quorum: leader, voters, applied index
+  fault --broker-api URL VERB ...  inject faults into a --staging broker (vigil admin fault -h)
 
 --controller defaults to $VIGIL_CONTROLLER, else ` + defaultControllerAPI + `; --token to $VIGIL_ADMIN_TOKEN.
 `
@@ -109,6 +110,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, adminUsage)
 		return errors.New("no admin verb given")
+	}
+	if fs.Arg(0) == "fault" {
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return runFault(ctx, *token, *asJSON, fs.Args()[1:], stdout, stderr)
 	}
 	c, err := controller.NewClient(controller.ClientConfig{Addrs: []string{*addrs}, Token: *token, RetryTimeout: *timeout})
 	if err != nil {

@@ -42,6 +42,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	controllers := fs.Int("controllers", 1, "controllers in the metadata quorum: 1, 3 or 5")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", true, "serve Go profiles at /debug/pprof/ (the HTTP port binds 127.0.0.1)")
+	staging := fs.Bool("staging", false, "allow fault injection into the brokers (vigil admin fault --broker-api http://127.0.0.1:<http-port>/brokers/<id> ...)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,6 +108,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			cfg.DefaultReplicationFactor = rf
 			cfg.OffsetsTopicReplicationFactor = rf
 			cfg.Pprof = *pprof
+			cfg.Staging = *staging
 			b, err := broker.New(cfg, logger)
 			if err != nil {
 				for _, b := range bs {
@@ -126,6 +128,12 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	if *pprof {
 		mux.Handle("/debug/pprof/", bs[0].HTTPHandler())
 	}
+	// Each broker's own endpoints (its admin API among them) under
+	// /brokers/<id>/.
+	for i, b := range bs {
+		prefix := "/brokers/" + strconv.Itoa(i)
+		mux.Handle(prefix+"/", http.StripPrefix(prefix, b.HTTPHandler()))
+	}
 	var bootstrap []string
 	for _, b := range bs {
 		bootstrap = append(bootstrap, b.Addr())
@@ -135,7 +143,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n",
+		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n/brokers/<id>/  one broker's endpoints (/metrics, /readyz, /admin/v1/faults with --staging)\n",
 			strings.Join(bootstrap, ","), bs[0].ClusterID(), strings.Join(apis, ","))
 	})
 	return serveAll(ctx, logger, bs, ctrls, hostPort("127.0.0.1", *httpPort), mux)
