@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vigilhq/vigil/controller"
@@ -278,4 +280,38 @@ func brokerState(t *testing.T, c *testCluster, id int32) string {
 		t.Fatal(err)
 	}
 	return string(d.State)
+}
+
+// TestOfflineLeaderHandsOver fails every log write on a partition's leader:
+// its log goes offline, it leaves the ISR, another in-sync replica takes
+// over, and producers carry on with every acknowledged record readable.
+func TestOfflineLeaderHandsOver(t *testing.T) {
+	c := startCluster(t, 3, staging)
+	cl := c.client(kgo.RequiredAcks(kgo.AllISRAcks()))
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(testCtx(t), 1, 3, nil, "handover"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReplicasEqual("handover")
+	acked := produceAcked(t, cl, "handover", 0, 100)
+	leader := c.partitionState("handover", 0).Leader
+	if err := c.brokers[leader].SetFaults(Faults{Storage: []StorageFault{{Op: "write", ErrorRate: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The next write fails and takes the log offline; the producer retries.
+	more := produceAcked(t, cl, "handover", 100, 100)
+	waitFor(t, "a new leader, and the failed one out of the ISR", time.Minute, func() bool {
+		st := c.partitionState("handover", 0)
+		return st.Leader >= 0 && st.Leader != leader && !slices.Contains(st.ISR, leader)
+	})
+	for v := range more {
+		acked[v] = true
+	}
+	for v := range produceAcked(t, cl, "handover", 200, 100) {
+		acked[v] = true
+	}
+	if len(acked) < 200 {
+		t.Fatalf("only %d records acknowledged; the new leader should take writes", len(acked))
+	}
+	readAll(t, c, "handover", acked)
 }

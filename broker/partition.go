@@ -27,6 +27,9 @@ type partition struct {
 	log     *vlog.Log // nil when this broker holds no replica
 	deleted atomic.Bool
 	metrics atomic.Pointer[topicSeries] // the topic's metrics, resolved on first use
+	// leavingISR is set while a request to leave the ISR (the log is
+	// offline) is in flight.
+	leavingISR atomic.Bool
 
 	// state is the controller's latest state of the partition.
 	state atomic.Pointer[controller.Partition]

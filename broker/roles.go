@@ -67,6 +67,10 @@ func (b *Broker) checkISRs() {
 		return br != nil && br.Alive()
 	}
 	for _, p := range b.meta.localPartitions() {
+		if p.log.Offline() != nil {
+			b.leaveISR(p)
+			continue
+		}
 		if !p.isLeader() {
 			continue
 		}
@@ -76,6 +80,33 @@ func (b *Broker) checkISRs() {
 		}
 		go b.alterISR(p, isr)
 	}
+}
+
+// leaveISR takes this broker out of the ISR of a partition whose log went
+// offline after a storage error, so that another in-sync replica leads it
+// (Kafka's brokers report offline log directories to the controller for
+// the same reason). It is retried every ISR check while this broker is
+// still in the ISR; the controller refuses while no other in-sync replica
+// is alive, and the partition then stays unavailable, as in Kafka, rather
+// than lose acknowledged records.
+func (b *Broker) leaveISR(p *partition) {
+	st := p.state.Load()
+	if st == nil || !slices.Contains(st.ISR, b.cfg.NodeID) || len(st.ISR) < 2 || !p.leavingISR.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.leavingISR.Store(false)
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		defer cancel()
+		np, err := b.link.cl.RemoveFromISR(ctx, p.topic, p.index, b.cfg.NodeID)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.logger.Warn("leaving the ISR of an offline partition failed; retrying", "partition", p.String(), "err", err)
+			}
+			return
+		}
+		b.logger.Warn("left the ISR of a partition whose log is offline", "partition", p.String(), "isr", np.ISR, "leader", np.Leader)
+	}()
 }
 
 // alterISR sends one AlterPartition and takes its answer in.
