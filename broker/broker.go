@@ -38,6 +38,8 @@ type Broker struct {
 	registry *prometheus.Registry
 	cleaner  *vlog.Cleaner // nil when log-cleaner-threads is 0
 
+	telemetry *telemetryStore // KIP-714 client metrics
+
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
 
@@ -99,6 +101,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	b.fetchers = newFetchers(b)
 	b.groups = newGroupCoordinator(b)
 	meta.hooks = b
+	b.telemetry = newTelemetryStore(cfg.TelemetryConfig, time.Now)
 	b.registry = newRegistry(b)
 	if b.link, err = newControllerLink(b); err != nil {
 		ln.Close()

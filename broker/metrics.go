@@ -29,6 +29,7 @@ func newRegistry(b *Broker) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"broker": strconv.Itoa(int(b.cfg.NodeID))}, reg)
 	labeled.MustRegister(&groupCollector{b: b})
+	labeled.MustRegister(b.telemetry)
 	return reg
 }
 
