@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompactedAppend$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $(FUZZTIME) ./broker/group/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendAsFollower$$' -fuzztime $(FUZZTIME) ./broker/log/
+	$(GO) test -run '^$$' -fuzz '^FuzzTelemetryPayload$$' -fuzztime $(FUZZTIME) ./broker/
 
 tidy:
 	$(GO) mod tidy

@@ -61,6 +61,7 @@ type telemetryClient struct {
 	ident clientIdent
 
 	lastGet, lastPush time.Time // accepted requests (zero: none)
+	getSincePush      bool      // a Get was answered after the last accepted push
 	lastSeen          time.Time // any request; expiry counts from here
 	lastErr           int16     // error code of the last push
 	terminating       bool      // sent its last push
@@ -105,7 +106,8 @@ type telemetryStore struct {
 	names   map[string]int
 	nseries int
 
-	// observe, if set (by tests), sees every push first, under mu.
+	// observe, if set (by tests), sees every push first, under mu. The
+	// request's byte slices are valid only during the call.
 	observe func(*kmsg.PushTelemetryRequest)
 
 	// Counters for the broker's own metrics.
@@ -182,6 +184,9 @@ func (s *telemetryStore) getSubscriptions(r *kmsg.GetTelemetrySubscriptionsReque
 		s.gets[resultLabel(resp.ErrorCode)]++
 		return resp
 	}
+	// Also when let through for its last error (where Kafka keeps the
+	// older time): the client's first push after this Get is accepted.
+	c.lastGet, c.getSincePush = now, true
 	c.lastErr = 0
 	// Kafka always returns the id, also when the client sent one, and
 	// clients (franz-go) take it from the response.
@@ -277,18 +282,14 @@ func (s *telemetryStore) checkPushLocked(c *telemetryClient, r *kmsg.PushTelemet
 	return 0
 }
 
-// allowGet reports whether a Get may be answered now, a push interval
-// after the client's last accepted request, and records it if so.
+// allowGet reports whether a Get may be answered now: a push interval
+// after the client's last accepted request.
 func (c *telemetryClient) allowGet(now time.Time, interval time.Duration) bool {
 	last := c.lastGet
 	if c.lastPush.After(last) {
 		last = c.lastPush
 	}
-	if last.IsZero() || now.Sub(last) >= interval {
-		c.lastGet = now
-		return true
-	}
-	return false
+	return last.IsZero() || now.Sub(last) >= interval
 }
 
 // allowPush reports whether a push may be accepted now, and records it if
@@ -296,9 +297,9 @@ func (c *telemetryClient) allowGet(now time.Time, interval time.Duration) bool {
 // before it, to spread their pushes), later ones a push interval after the
 // previous one.
 func (c *telemetryClient) allowPush(now time.Time, interval time.Duration) bool {
-	ok := c.lastGet.After(c.lastPush) || c.lastPush.IsZero() || now.Sub(c.lastPush) >= interval
+	ok := c.getSincePush || c.lastPush.IsZero() || now.Sub(c.lastPush) >= interval
 	if ok {
-		c.lastPush = now
+		c.lastPush, c.getSincePush = now, false
 	}
 	return ok
 }

@@ -299,15 +299,15 @@ func sanitizeMetricName(s string) string {
 
 // labelValue makes s a bounded, valid UTF-8 label value.
 func labelValue(s string, limit int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s[:min(len(s), 4*limit)], "\uFFFD")
+	}
 	if len(s) > limit {
 		s = s[:limit]
 		// Do not leave a cut rune at the end.
 		for len(s) > 0 && !utf8.ValidString(s[max(len(s)-utf8.UTFMax, 0):]) {
 			s = s[:len(s)-1]
 		}
-	}
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return s
 }

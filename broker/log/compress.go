@@ -183,7 +183,7 @@ func decodeSnappyBlock(src []byte, limit int) ([]byte, error) {
 		return nil, errorf(kerr.CorruptMessage, "snappy: %v", err)
 	}
 	if n > limit {
-		return nil, errorf(kerr.CorruptMessage, "snappy block decompresses to %d bytes, more than %d", n, limit)
+		return nil, fmt.Errorf("snappy block decompresses to %d bytes, more than %d: %w: %w", n, limit, ErrDecompressLimit, kerr.CorruptMessage)
 	}
 	out, err := s2.Decode(make([]byte, n), src)
 	if err != nil {
