@@ -80,6 +80,7 @@ func TestMetricsCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "group metrics", 30*time.Second, func() bool { return len(lagSeries(t, b)) > 0 })
+	pushEveryKind(t, b) // a series in every client telemetry family
 	mfs, err := b.registry.Gather()
 	if err != nil {
 		t.Fatal(err)

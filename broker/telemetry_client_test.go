@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,8 +12,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
+
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 
 	vlog "github.com/vigilhq/vigil/broker/log"
 )
@@ -336,5 +341,116 @@ func TestTelemetryClientExpires(t *testing.T) {
 	})
 	if n := gatherValue(t, b.registry, "vigil_client_telemetry_clients", map[string]string{"state": "exposed"}); n != 0 {
 		t.Errorf("exposed clients after expiry: %v", n)
+	}
+}
+
+// TestTelemetrySubscriptionChangeWithFranzGo changes the subscription under
+// a pushing franz-go client that produces and consumes: its next push gets
+// UNKNOWN_SUBSCRIPTION_ID, it asks again, and from then on pushes only the
+// consumer metrics the new subscription asks for.
+func TestTelemetrySubscriptionChangeWithFranzGo(t *testing.T) {
+	b := startBroker(t, "", func(c *Config) { c.TelemetryPushInterval = time.Second })
+	createTopic(t, newAdmin(t, b), "resubscribe", 1, nil)
+	cl := newClient(t, b, kgo.ClientID("tele-both"), kgo.DefaultProduceTopic("resubscribe"), kgo.ConsumeTopics("resubscribe"),
+		kgo.FetchMaxWait(50*time.Millisecond), kgo.FetchMinBytes(1<<20))
+	background(t, func(ctx context.Context) {
+		cl.ProduceSync(ctx, kgo.StringRecord("x"))
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		cl.PollFetches(pctx)
+	})
+	has := func(prefix string) bool {
+		for _, s := range gatherClientSeries(t, b.registry, map[string]string{"client_id": "tele-both"}) {
+			if strings.HasPrefix(s.labels["name"], prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "producer and consumer metrics", 60*time.Second, func() bool {
+		return has("org_apache_kafka_producer_") && has("org_apache_kafka_consumer_")
+	})
+
+	sub := b.cfg.TelemetryConfig
+	sub.TelemetryMetrics = []string{"org.apache.kafka.consumer."}
+	b.telemetry.setSubscription(sub.subscription())
+	waitFor(t, "the client to push under the new subscription", 60*time.Second, func() bool {
+		return has("org_apache_kafka_consumer_")
+	})
+	if has("org_apache_kafka_producer_") {
+		t.Error("producer metrics exposed under a consumer-only subscription")
+	}
+	if n := gatherValue(t, b.registry, "vigil_client_telemetry_pushes_total", map[string]string{"result": "unknown_subscription_id"}); n < 1 {
+		t.Errorf("pushes answered UNKNOWN_SUBSCRIPTION_ID: %v, want at least 1", n)
+	}
+	if n := gatherValue(t, b.registry, "vigil_client_telemetry_dropped_total", map[string]string{"reason": dropNotSubscribed}); n != 0 {
+		t.Errorf("%v points dropped as not subscribed: franz-go filters by the subscription itself", n)
+	}
+}
+
+// pushEveryKind subscribes a client to b over the Kafka protocol and
+// pushes one metric of each kind (gauge, sum, histogram, summary), so that
+// every vigil_client_metric_* family has a series. It returns the client
+// instance id.
+func pushEveryKind(t testing.TB, b *Broker) [16]byte {
+	t.Helper()
+	cl := newClient(t, b, kgo.ClientID("every-kind"))
+	ctx := testCtx(t)
+	get := kmsg.NewPtrGetTelemetrySubscriptionsRequest()
+	sub, err := get.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(sub.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("GetTelemetrySubscriptions: %v", err)
+	}
+	hist := &metricspb.Metric{Name: "org.apache.kafka.test.histogram", Data: &metricspb.Metric_Histogram{Histogram: &metricspb.Histogram{
+		AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+		DataPoints:             []*metricspb.HistogramDataPoint{{Count: 2, Sum: proto.Float64(3), ExplicitBounds: []float64{1}, BucketCounts: []uint64{1, 1}}},
+	}}}
+	summary := &metricspb.Metric{Name: "org.apache.kafka.test.summary", Data: &metricspb.Metric_Summary{Summary: &metricspb.Summary{
+		DataPoints: []*metricspb.SummaryDataPoint{{Count: 2, Sum: 3, QuantileValues: []*metricspb.SummaryDataPoint_ValueAtQuantile{{Quantile: 0.5, Value: 1}}}},
+	}}}
+	codec, payload := compressTelemetry(otlpPayload(
+		gaugeMetric("org.apache.kafka.test.gauge", 1, "node_id", "0"),
+		sumMetric("org.apache.kafka.test.total", 1, true, false),
+		hist, summary), kgo.Lz4Compression())
+	push := kmsg.NewPtrPushTelemetryRequest()
+	push.ClientInstanceID, push.SubscriptionID, push.CompressionType, push.Metrics = sub.ClientInstanceID, sub.SubscriptionID, codec, payload
+	resp, err := push.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("PushTelemetry: %v", err)
+	}
+	return sub.ClientInstanceID
+}
+
+// TestTelemetryOverTheWire pushes every kind of metric through the Kafka
+// protocol and finds each on the broker's HTTP /metrics, labelled with the
+// connection's client id and software.
+func TestTelemetryOverTheWire(t *testing.T) {
+	b := startBroker(t, "")
+	id := pushEveryKind(t, b)
+	rec := httptest.NewRecorder()
+	b.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	labels := `client_id="every-kind",client_instance="` + uuidString(id) + `",client_software="kgo"`
+	for _, want := range []string{
+		`vigil_client_metric_gauge{attributes="",broker="0",` + labels,
+		`name="org_apache_kafka_test_gauge",node_id="0"`,
+		`vigil_client_metric_total{attributes="",broker="0",` + labels,
+		`vigil_client_metric_histogram_bucket{attributes="",broker="0",` + labels,
+		`vigil_client_metric_summary{attributes="",broker="0",` + labels,
+		`vigil_client_telemetry_pushes_total{broker="0",result="ok"} 1`,
+		`vigil_client_telemetry_series{broker="0"} 4`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(body)
 	}
 }
