@@ -309,7 +309,7 @@ func (c *telemetryClient) allowPush(now time.Time, interval time.Duration) bool 
 func (s *telemetryStore) clientLocked(id [16]byte, who clientIdent, now time.Time) *telemetryClient {
 	c := s.clients[id]
 	if c == nil {
-		for len(s.clients) >= s.maxClients {
+		for len(s.clients) >= s.maxClients && s.lru.Len() > 0 {
 			s.removeLocked(s.lru.Back().Value.(*telemetryClient))
 		}
 		c = &telemetryClient{id: id, idStr: uuidString(id)}

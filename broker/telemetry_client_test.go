@@ -188,6 +188,7 @@ func TestTelemetryFromFranzGoClients(t *testing.T) {
 			t.Errorf("franz-go push (codec %d, %d bytes): %v, dropped %v", r.CompressionType, len(r.Metrics), err, dropped)
 		}
 	})
+	t.Cleanup(func() { b.telemetry.setObserver(nil) }) // after the clients' terminating pushes
 	createTopic(t, newAdmin(t, b), "slow-telemetry", 1, nil)
 
 	producer := newClient(t, b, kgo.ClientID("tele-producer"), kgo.DefaultProduceTopic("slow-telemetry"))

@@ -670,3 +670,25 @@ func TestTelemetryConfig(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTelemetryPush measures one accepted push of a franz-go-sized
+// payload (zstd): decompression, OTLP decoding and storing.
+func BenchmarkTelemetryPush(b *testing.B) {
+	tt := newTestTelemetry(b)
+	sub := tt.subscribe(b, zeroUUID, testIdent)
+	var ms []*metricspb.Metric
+	for i := range 6 {
+		ms = append(ms, gaugeMetric(fmt.Sprintf("org.apache.kafka.producer.m%d.avg", i), 1.5, "node_id", "1"),
+			sumMetric(fmt.Sprintf("org.apache.kafka.producer.m%d.total", i), 10, true, false))
+	}
+	out, codec := testZstd.Compress(new(bytes.Buffer), otlpPayload(ms...))
+	payload := append([]byte(nil), out...)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload)))
+	for b.Loop() {
+		tt.clock.advance(10 * time.Second)
+		if code := tt.pushRaw(sub, int8(codec), payload, false, testIdent); code != 0 {
+			b.Fatal(kerr.ErrorForCode(code))
+		}
+	}
+}
