@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $(FUZZTIME) ./broker/group/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendAsFollower$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordContexts$$' -fuzztime $(FUZZTIME) ./broker/
+	$(GO) test -run '^$$' -fuzz '^FuzzTelemetryPayload$$' -fuzztime $(FUZZTIME) ./broker/
 
 tidy:
 	$(GO) mod tidy

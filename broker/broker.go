@@ -46,6 +46,8 @@ type Broker struct {
 	isrShrinks, isrExpands prometheus.Counter
 	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
 
+	telemetry *telemetryStore // KIP-714 client metrics
+
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
 
@@ -115,6 +117,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	b.fetchers = newFetchers(b)
 	b.groups = newGroupCoordinator(b)
 	meta.hooks = b
+	b.telemetry = newTelemetryStore(cfg.TelemetryConfig, time.Now)
 	b.registry, b.storage = registry, storage
 	b.registerCollectors(labeled)
 	if b.link, err = newControllerLink(b); err != nil {

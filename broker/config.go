@@ -156,6 +156,9 @@ type Config struct {
 	// needs cleaning (log.cleaner.backoff.ms).
 	LogCleanerBackoff time.Duration `yaml:"log-cleaner-backoff"`
 
+	// Client telemetry (KIP-714): the subscription and its bounds.
+	TelemetryConfig `yaml:",inline"`
+
 	// FS is the file system partition logs use; nil is the operating
 	// system's. Tests and staging drills inject disk faults through it.
 	FS vlog.FS `yaml:"-"`
@@ -201,6 +204,7 @@ func DefaultConfig() Config {
 		LogCleanerThreads:             1,
 		LogCleanerDedupeBufferSize:    128 << 20,
 		LogCleanerBackoff:             15 * time.Second,
+		TelemetryConfig:               DefaultTelemetryConfig(),
 	}
 }
 
@@ -327,6 +331,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 	fs.Func("topic-defaults", "topic config default as name=value (repeatable), e.g. flush.messages=1", topicDefault)
 	fs.Func("topic-default", "same as --topic-defaults", topicDefault)
+	c.TelemetryConfig.registerFlags(fs)
 }
 
 // Validate checks the configuration and returns an error saying what to fix.
@@ -436,6 +441,9 @@ func (c *Config) Validate() error {
 	}
 	if err := checkTopicConfigs(nil, c.TopicDefaults); err != nil {
 		return fmt.Errorf("topic-defaults: %v", err)
+	}
+	if err := c.TelemetryConfig.validate(); err != nil {
+		return err
 	}
 	return nil
 }

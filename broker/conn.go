@@ -425,13 +425,15 @@ func encodeResponse(req *request, resp kmsg.Response) *response {
 }
 
 // unsupportedApiVersions answers an ApiVersions request of a version this
-// broker does not know with version 0, UNSUPPORTED_VERSION and the supported
-// ranges, so the client can retry with a version both sides speak.
+// broker does not know with version 0, UNSUPPORTED_VERSION and the range of
+// ApiVersions alone, as Kafka does (KIP-511): the client retries with a
+// version both sides speak, and from v3 says who it is (with every range,
+// franz-go would take them and never send its software name).
 func (c *conn) unsupportedApiVersions(req *request) *response {
 	resp := kmsg.NewPtrApiVersionsResponse()
 	resp.SetVersion(0)
 	resp.ErrorCode = kerr.UnsupportedVersion.Code
-	resp.ApiKeys = apiVersionKeys
+	resp.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: kmsg.ApiVersions.Int16(), MaxVersion: apiVersions[kmsg.ApiVersions.Int16()].max}}
 	return encodeResponse(req, resp)
 }
 

@@ -79,6 +79,10 @@ func (c *conn) dispatch(req *request, kreq kmsg.Request) (resp kmsg.Response, re
 		return b.handleAlterPartitionReassignments(r), nil, nil
 	case *kmsg.ListPartitionReassignmentsRequest:
 		return b.handleListPartitionReassignments(r), nil, nil
+	case *kmsg.GetTelemetrySubscriptionsRequest:
+		return b.handleGetTelemetrySubscriptions(c, req, r), nil, nil
+	case *kmsg.PushTelemetryRequest:
+		return b.handlePushTelemetry(c, req, r), nil, nil
 	}
 	// apiVersions and this switch must list the same APIs.
 	return nil, nil, fmt.Errorf("no handler for %s", kmsg.NameForKey(req.key))

@@ -39,7 +39,7 @@ func newRegistry(nodeID int32) (*prometheus.Registry, prometheus.Registerer, *st
 func (b *Broker) registerCollectors(reg prometheus.Registerer) {
 	b.isrShrinks = counter(mISRShrinks)
 	b.isrExpands = counter(mISRExpands)
-	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.faults)
+	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.faults, b.telemetry)
 	if b.cfg.RequestMetrics {
 		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics)
 	}

@@ -113,6 +113,7 @@ func TestMetricsCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "group metrics", 30*time.Second, func() bool { return len(lagSeries(t, b)) > 0 })
+	pushEveryKind(t, b) // a series in every client telemetry family
 	rec := httptest.NewRecorder()
 	b.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	exposed := 0

@@ -227,7 +227,7 @@ func TestBadInput(t *testing.T) {
 		if err := resp.ReadFrom(body); err != nil {
 			t.Fatal(err)
 		}
-		if corr != 42 || resp.ErrorCode != kerr.UnsupportedVersion.Code || len(resp.ApiKeys) != len(apiVersions) {
+		if corr != 42 || resp.ErrorCode != kerr.UnsupportedVersion.Code || len(resp.ApiKeys) != 1 || resp.ApiKeys[0].ApiKey != 18 || resp.ApiKeys[0].MaxVersion != 4 {
 			t.Fatalf("corr %d error %d keys %d", corr, resp.ErrorCode, len(resp.ApiKeys))
 		}
 	})

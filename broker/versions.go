@@ -48,6 +48,9 @@ var apiVersions = map[int16]versionRange{
 	kmsg.ElectLeaders.Int16():               {0, 2},
 	kmsg.AlterPartitionAssignments.Int16():  {0, 0},
 	kmsg.ListPartitionReassignments.Int16(): {0, 0},
+
+	kmsg.GetTelemetrySubscriptions.Int16(): {0, 0},
+	kmsg.PushTelemetry.Int16():             {0, 0},
 }
 
 // apiVersionKeys is the ApiVersions response body, sorted by key.

@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -39,6 +40,56 @@ const xerialHeaderSize = 16
 // returns pooled decoders; the caller must call it when done. The reader
 // fails after MaxDecompressedBatchBytes.
 func decompressReader(codec int, data []byte) (io.Reader, func(), error) {
+	return decompressReaderLimit(codec, data, MaxDecompressedBatchBytes)
+}
+
+// ErrDecompressLimit is wrapped by Decompress's error when the data
+// decompresses to more than its limit.
+var ErrDecompressLimit = errors.New("decompression limit exceeded")
+
+// Decompress appends to dst the decompressed form of data, compressed with
+// codec (CompressionNone, CompressionGzip, CompressionSnappy — raw or
+// xerial-framed —, CompressionLZ4 or CompressionZstd: the codec ids of
+// record batches, which KIP-714 PushTelemetry requests also use). It fails
+// with an error wrapping kerr.CorruptMessage when data does not decode, or
+// when it decodes to more than limit bytes (at most
+// MaxDecompressedBatchBytes; the error then also wraps ErrDecompressLimit),
+// and with kerr.UnsupportedCompressionType for another codec. It allocates
+// about limit bytes at most, whatever data claims.
+func Decompress(dst []byte, codec int, data []byte, limit int) ([]byte, error) {
+	limit = max(min(limit, MaxDecompressedBatchBytes), 0)
+	// The reader fails when it reaches its limit: one more byte lets
+	// data of exactly limit bytes end.
+	r, release, err := decompressReaderLimit(codec, data, limit+1)
+	if err != nil {
+		return dst, err
+	}
+	defer release()
+	start := len(dst)
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err != nil && len(dst)-start > limit {
+			// The reader reached its limit (and maybe the end).
+			return dst, fmt.Errorf("data decompresses to more than %d bytes: %w: %w", limit, ErrDecompressLimit, kerr.CorruptMessage)
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			if !errors.Is(err, kerr.CorruptMessage) {
+				err = errorf(kerr.CorruptMessage, "%v", err)
+			}
+			return dst, err
+		}
+	}
+}
+
+// decompressReaderLimit is decompressReader failing after limit bytes.
+func decompressReaderLimit(codec int, data []byte, limit int) (io.Reader, func(), error) {
 	var (
 		r       io.Reader
 		release = func() {}
@@ -63,10 +114,10 @@ func decompressReader(codec int, data []byte) (io.Reader, func(), error) {
 		r, release = zr, func() { gzipPool.Put(zr) }
 	case CompressionSnappy:
 		if len(data) >= xerialHeaderSize && bytes.Equal(data[:len(xerialMagic)], xerialMagic) {
-			r = &xerialReader{src: data[xerialHeaderSize:]}
+			r = &xerialReader{src: data[xerialHeaderSize:], limit: limit}
 			break
 		}
-		out, err := decodeSnappyBlock(data, MaxDecompressedBatchBytes)
+		out, err := decodeSnappyBlock(data, limit)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -103,18 +154,19 @@ func decompressReader(codec int, data []byte) (io.Reader, func(), error) {
 	default:
 		return nil, nil, errorf(kerr.UnsupportedCompressionType, "unknown compression codec %d", codec)
 	}
-	return &limitedReader{r: r, left: MaxDecompressedBatchBytes}, release, nil
+	return &limitedReader{r: r, left: int64(limit), limit: limit}, release, nil
 }
 
 // limitedReader fails, rather than ending, after a limit.
 type limitedReader struct {
-	r    io.Reader
-	left int64
+	r     io.Reader
+	left  int64
+	limit int
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
 	if l.left <= 0 {
-		return 0, errorf(kerr.CorruptMessage, "batch decompresses to more than %d bytes", MaxDecompressedBatchBytes)
+		return 0, errorf(kerr.CorruptMessage, "data decompresses to %d bytes or more", l.limit)
 	}
 	if int64(len(p)) > l.left {
 		p = p[:l.left]
@@ -131,7 +183,7 @@ func decodeSnappyBlock(src []byte, limit int) ([]byte, error) {
 		return nil, errorf(kerr.CorruptMessage, "snappy: %v", err)
 	}
 	if n > limit {
-		return nil, errorf(kerr.CorruptMessage, "snappy block decompresses to %d bytes, more than %d", n, limit)
+		return nil, fmt.Errorf("snappy block decompresses to %d bytes, more than %d: %w: %w", n, limit, ErrDecompressLimit, kerr.CorruptMessage)
 	}
 	out, err := s2.Decode(make([]byte, n), src)
 	if err != nil {
@@ -142,8 +194,9 @@ func decodeSnappyBlock(src []byte, limit int) ([]byte, error) {
 
 // xerialReader decodes xerial-framed snappy one block at a time.
 type xerialReader struct {
-	src []byte // remaining framed input
-	out []byte // decoded, not yet read
+	src   []byte // remaining framed input
+	out   []byte // decoded, not yet read
+	limit int    // of one block
 }
 
 func (x *xerialReader) Read(p []byte) (int, error) {
@@ -161,7 +214,7 @@ func (x *xerialReader) Read(p []byte) (int, error) {
 		block := x.src[4 : 4+n]
 		x.src = x.src[4+n:]
 		// The caller's limitedReader bounds the total.
-		out, err := decodeSnappyBlock(block, MaxDecompressedBatchBytes)
+		out, err := decodeSnappyBlock(block, x.limit)
 		if err != nil {
 			return 0, fmt.Errorf("xerial framing: %w", err)
 		}

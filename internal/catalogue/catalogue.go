@@ -34,6 +34,7 @@ const (
 	Counter   Kind = "counter"
 	Gauge     Kind = "gauge"
 	Histogram Kind = "histogram"
+	Summary   Kind = "summary"
 )
 
 // Subsystems are the known second words of metric names.
