@@ -35,7 +35,9 @@ type vigilProc struct {
 	kafka  string // Kafka listener address, parsed from the log
 	http   string // HTTP address, if any
 	stderr *logTail
-	done   chan error
+	done   chan error // receives the exit status once
+	// exitedCh is closed when the process has exited.
+	exitedCh chan struct{}
 }
 
 // logTail keeps a process's log for failure messages and finds addresses.
@@ -86,24 +88,7 @@ func (l *logTail) String() string {
 // startVigil starts `vigil args...` and waits until its Kafka listener is up.
 func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &vigilProc{cmd: cmd, stderr: &logTail{kafka: make(chan string, 1), http: make(chan string, 1)}, done: make(chan error, 1)}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go p.stderr.consume(stderr)
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
+	p := spawnVigil(t, args...)
 	deadline := time.After(2 * time.Minute)
 	for p.kafka == "" || wantHTTP && p.http == "" {
 		select {
@@ -116,6 +101,45 @@ func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 		}
 	}
 	return p
+}
+
+// spawnVigil starts `vigil args...` without waiting for anything; the
+// process is killed at the end of the test if it still runs.
+func spawnVigil(t *testing.T, args ...string) *vigilProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &vigilProc{cmd: cmd, stderr: &logTail{kafka: make(chan string, 1), http: make(chan string, 1)}, done: make(chan error, 1), exitedCh: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go p.stderr.consume(stderr)
+	go func() {
+		err := cmd.Wait()
+		close(p.exitedCh)
+		p.done <- err
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// exited reports whether the process has exited (and was waited for).
+func (p *vigilProc) exited() bool {
+	select {
+	case <-p.exitedCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // TestCrashLosesNoAcknowledgedWrite produces with acks=all under a
