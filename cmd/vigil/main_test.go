@@ -293,8 +293,18 @@ func endOffset(t *testing.T, addr, topic string) int64 {
 // back what was produced.
 func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
-	kport, hport := freePort(t), freePort(t)
+	kport, hport := freePortRange(t, 3), freePortRange(t, 12) // 3 brokers; HTTP, the controller API at +1, its Raft at +11
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
+	// startVigil returns once the first broker serves; /readyz is 200
+	// once all of them do.
+	pollUntil(t, "/readyz to answer 200", time.Minute, func() bool {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	for _, path := range []string{"/healthz", "/readyz", "/", "/debug/pprof/"} {
 		resp, err := http.Get("http://" + p.http + path)
 		if err != nil {
@@ -329,7 +339,7 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 
 	// The clean shutdown kept the record: a restart on the same data dir
 	// reads it back.
-	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePort(t)), "--http-port", strconv.Itoa(freePort(t)))
+	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePortRange(t, 3)), "--http-port", strconv.Itoa(freePortRange(t, 12)))
 	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("dev"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
