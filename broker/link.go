@@ -235,11 +235,19 @@ func (l *controllerLink) awaitUnfenced(ctx context.Context) error {
 var errNotReady = errors.New("leaderships not moved away yet")
 
 // controlledShutdown asks the quorum to move this broker's leaderships
-// away and waits (until ctx ends) until it has.
+// away and waits (until ctx ends) until it has and this broker's image
+// shows it: until then, requests still answered here would be told this
+// broker leads, and NOT_LEADER_OR_FOLLOWER answers could not name the new
+// leaders (KIP-951), so clients would back off and refresh their metadata
+// instead of moving at once.
 func (l *controllerLink) controlledShutdown(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := l.heartbeat(ctx, true)
+		res, err := l.heartbeatResult(ctx, true)
 		if err == nil {
+			if err := l.b.meta.waitFor(ctx, func(set *topicSet) bool { return set.offset >= res.MetadataOffset }); err != nil {
+				l.b.logger.Warn("controlled shutdown: leaderships moved to other brokers, but this broker's metadata did not catch up in time", "err", err)
+				return
+			}
 			l.b.logger.Info("controlled shutdown: leaderships moved to other brokers")
 			return
 		}
