@@ -157,6 +157,17 @@ func (l *controllerLink) watchLoop(offset int64) {
 		if d.Offset == offset && d.Image == nil && len(d.Changes) == 0 {
 			continue
 		}
+		if d.Offset < offset {
+			// A controller behind this broker's image (one that lags
+			// the active controller) must not take it back; current
+			// controllers refuse such watches with NOT_CONTROLLER.
+			l.b.logger.Debug("ignoring metadata older than this broker's", "offset", d.Offset, "have", offset)
+			select {
+			case <-time.After(registerRetry):
+			case <-ctx.Done():
+			}
+			continue
+		}
 		if err := l.b.meta.apply(d); err != nil {
 			l.b.logger.Error("applying metadata failed", "err", err)
 			continue

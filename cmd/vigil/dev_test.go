@@ -80,7 +80,8 @@ func TestDevRunsAThreeBrokerCluster(t *testing.T) {
 			for i := range 3 {
 				seeds = append(seeds, hostPort("127.0.0.1", kport+i))
 			}
-			cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("rf3"))
+			cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("rf3"),
+				kgo.RecordPartitioner(kgo.ManualPartitioner()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,15 +116,22 @@ func TestDevRunsAThreeBrokerCluster(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ends, err := adm.ListEndOffsets(ctx, "rf3")
-			if err != nil {
-				t.Fatal(err)
-			}
-			total := int64(0)
-			ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
-			if total != 100 {
-				t.Fatalf("end offsets sum to %d after 100 acknowledged records", total)
-			}
+			// Every partition's leader has them all (a leader that
+			// has not applied the topic yet answers
+			// UNKNOWN_TOPIC_OR_PARTITION: ask again).
+			var ends kadm.ListedOffsets
+			pollUntil(t, "the end offsets of rf3 to sum to the 100 records acknowledged", time.Minute, func() bool {
+				ends, err = adm.ListEndOffsets(ctx, "rf3")
+				if err != nil || ends.Error() != nil {
+					return false
+				}
+				total := int64(0)
+				ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+				if total > 100 {
+					t.Fatalf("end offsets sum to %d after 100 acknowledged records: %v", total, ends)
+				}
+				return total == 100
+			})
 
 			if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
 				t.Fatal(err)
