@@ -312,8 +312,22 @@ func (f *fetcher) handle(resp *kmsg.FetchResponse, parts map[[16]byte]map[int32]
 }
 
 // errWaitForMetadata pauses a partition until the next metadata change
-// re-adds it (it is re-added by follow).
-var errWaitForMetadata = errors.New("the leader does not lead this partition at our epoch; waiting for metadata")
+// re-adds it (it is re-added by follow): the leader leads it at a newer
+// epoch than ours, so our image is behind and will bring the new state.
+var errWaitForMetadata = errors.New("the leader leads this partition at a newer epoch; waiting for metadata")
+
+// errLeaderBehind pauses a partition briefly: the leader does not know yet
+// that it leads the partition at our epoch (it has not applied the change
+// that made it leader, or created the topic, that our image already has).
+// Nothing in this broker's image will change to wake the partition, so it
+// is retried soon: while a follower does not fetch, acks=all writes wait
+// for it and, after replica.lag.time.max.ms, the leader drops it from the
+// ISR.
+var errLeaderBehind = errors.New("the leader does not lead this partition at our epoch yet; retrying")
+
+// leaderBehindBackoff is how long a partition refused with errLeaderBehind
+// waits: about the time the leader takes to apply a metadata change.
+const leaderBehindBackoff = 50 * time.Millisecond
 
 // apply applies one partition of a replica fetch response.
 func (f *fetcher) apply(p *partition, rp *kmsg.FetchResponseTopicPartition) error {
@@ -329,9 +343,14 @@ func (f *fetcher) apply(p *partition, rp *kmsg.FetchResponseTopicPartition) erro
 			return l.TruncateFullyAndStartAt(rp.LogStartOffset)
 		}
 		return l.TruncateTo(max(rp.HighWatermark, l.HighWatermark()))
-	case kerr.NotLeaderForPartition.Code, kerr.FencedLeaderEpoch.Code, kerr.UnknownLeaderEpoch.Code,
-		kerr.UnknownTopicOrPartition.Code, kerr.UnknownTopicID.Code:
+	case kerr.FencedLeaderEpoch.Code:
 		return errWaitForMetadata
+	case kerr.NotLeaderForPartition.Code, kerr.UnknownLeaderEpoch.Code,
+		kerr.UnknownTopicOrPartition.Code, kerr.UnknownTopicID.Code:
+		// NOT_LEADER_OR_FOLLOWER also comes from a leader that has
+		// already resigned; then our image brings the change soon and
+		// follow re-adds the partition anyway.
+		return errLeaderBehind
 	default:
 		return kerr.ErrorForCode(rp.ErrorCode)
 	}
@@ -365,7 +384,8 @@ func (f *fetcher) apply(p *partition, rp *kmsg.FetchResponseTopicPartition) erro
 }
 
 // pause stops fetching p for a while after an error (until the next
-// metadata change for errWaitForMetadata, which follow undoes).
+// metadata change for errWaitForMetadata, which follow undoes; briefly for
+// errLeaderBehind).
 func (f *fetcher) pause(p *partition, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -374,11 +394,14 @@ func (f *fetcher) pause(p *partition, err error) {
 		return
 	}
 	d := replicaFetchBackoff
-	if errors.Is(err, errWaitForMetadata) {
+	switch {
+	case errors.Is(err, errWaitForMetadata):
 		d = 5 * time.Second
+	case errors.Is(err, errLeaderBehind):
+		d = leaderBehindBackoff
 	}
 	ps.retryAfter = time.Now().Add(d)
-	if !errors.Is(err, errWaitForMetadata) {
+	if !errors.Is(err, errWaitForMetadata) && !errors.Is(err, errLeaderBehind) {
 		f.f.b.logger.Warn("replica fetch of a partition failed; retrying", "partition", p.String(), "err", err)
 	}
 }

@@ -164,6 +164,17 @@ func (l *controllerLink) watchLoop(offset int64) {
 		if d.Offset == offset && d.Image == nil && len(d.Changes) == 0 {
 			continue
 		}
+		if d.Offset < offset {
+			// A controller behind this broker's image (one that lags
+			// the active controller) must not take it back; current
+			// controllers refuse such watches with NOT_CONTROLLER.
+			l.b.logger.Debug("ignoring metadata older than this broker's", "offset", d.Offset, "have", offset)
+			select {
+			case <-time.After(registerRetry):
+			case <-ctx.Done():
+			}
+			continue
+		}
 		if err := l.b.meta.apply(d); err != nil {
 			l.b.logger.Error("applying metadata failed", "err", err)
 			continue
@@ -243,11 +254,19 @@ func (l *controllerLink) awaitUnfenced(ctx context.Context) error {
 var errNotReady = errors.New("leaderships not moved away yet")
 
 // controlledShutdown asks the quorum to move this broker's leaderships
-// away and waits (until ctx ends) until it has.
+// away and waits (until ctx ends) until it has and this broker's image
+// shows it: until then, requests still answered here would be told this
+// broker leads, and NOT_LEADER_OR_FOLLOWER answers could not name the new
+// leaders (KIP-951), so clients would back off and refresh their metadata
+// instead of moving at once.
 func (l *controllerLink) controlledShutdown(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := l.heartbeat(ctx, true)
+		res, err := l.heartbeatResult(ctx, true)
 		if err == nil {
+			if err := l.b.meta.waitFor(ctx, func(set *topicSet) bool { return set.offset >= res.MetadataOffset }); err != nil {
+				l.b.logger.Warn("controlled shutdown: leaderships moved to other brokers, but this broker's metadata did not catch up in time", "err", err)
+				return
+			}
 			l.b.logger.Info("controlled shutdown: leaderships moved to other brokers")
 			return
 		}

@@ -69,10 +69,7 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 				waits = append(waits, *wait)
 			}
 			if code == kerr.NotLeaderForPartition.Code && t != nil {
-				if p := t.partition(rp.Partition); p != nil {
-					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leaderID(), p.leaderEpoch()
-					leaders[p.leaderID()] = true
-				}
+				b.nameLeader(t.partition(rp.Partition), &sp, leaders)
 			}
 			if code != 0 {
 				failed = true
@@ -109,6 +106,11 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 				}
 				sp := &resp.Topics[w.topic].Partitions[w.index]
 				sp.ErrorCode = code
+				if code == kerr.NotLeaderForPartition.Code {
+					// The leadership moved while the append waited
+					// for the in-sync replicas.
+					b.nameLeader(w.p, sp, leaders)
+				}
 			}
 		}
 		cancel()
@@ -137,6 +139,24 @@ func (b *Broker) traceProduce(c *conn, t *topic, rt *kmsg.ProduceRequestTopic, r
 	b.tracing.child(span, "receive", c.timing.arrived, c.timing.read)
 	c.spans = append(c.spans, span)
 	return span, time.Now()
+}
+
+// nameLeader fills a NOT_LEADER_OR_FOLLOWER answer for p with its current
+// leader and epoch (KIP-951), and adds the leader to those whose endpoints
+// the response lists, so the client moves there without refreshing its
+// metadata. A partition with no leader, or still led here as far as this
+// broker knows (it is shutting down and has not seen the move yet), names
+// none: the client refreshes its metadata.
+func (b *Broker) nameLeader(p *partition, sp *kmsg.ProduceResponseTopicPartition, leaders map[int32]bool) {
+	if p == nil {
+		return
+	}
+	st := p.state.Load()
+	if st == nil || st.Leader < 0 || st.Leader == b.cfg.NodeID {
+		return
+	}
+	sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = st.Leader, st.LeaderEpoch
+	leaders[st.Leader] = true
 }
 
 // replicationWait is an acks=all append waiting for the in-sync replicas.

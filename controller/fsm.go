@@ -118,6 +118,13 @@ func (f *fsm) read(fn func(st *State)) {
 	fn(f.st)
 }
 
+// appliedIndex returns the index of the last log entry applied.
+func (f *fsm) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.index
+}
+
 // image returns a copy of the image and its index.
 func (f *fsm) image() (*Image, uint64) {
 	f.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -227,6 +228,16 @@ func (s *Server) handleWatch(r *http.Request) (any, *Error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
+		if idx := s.fsm.appliedIndex(); after > 0 && uint64(after) > idx {
+			// The caller has seen more than this controller has applied
+			// (from the active controller, while this one lags or has
+			// just lost the leadership): answering with this older state
+			// would take the caller's image back. Send it to the active
+			// controller.
+			e := s.notController()
+			e.Message = fmt.Sprintf("controller %s has applied the metadata log up to %d, behind the caller's %d; watch the active controller (%s)", s.cfg.ID, idx, after, e.LeaderAddr)
+			return nil, e
+		}
 		d, ch, ok := s.fsm.delta(after)
 		if ok {
 			return d, nil
@@ -238,11 +249,9 @@ func (s *Server) handleWatch(r *http.Request) (any, *Error) {
 		case <-r.Context().Done():
 		case <-s.stop:
 		}
-		img, idx := s.fsm.image()
+		idx := s.fsm.appliedIndex()
 		if uint64(after) > idx {
-			// The caller is ahead of this controller (it came from one that
-			// has applied more, or the data here was lost): start it over.
-			return &Delta{Offset: int64(idx), Image: img}, nil
+			continue // answered above
 		}
 		return &Delta{Offset: int64(idx)}, nil
 	}

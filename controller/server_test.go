@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -506,5 +507,69 @@ func TestControllerMetrics(t *testing.T) {
 				t.Errorf("%s is exposed but not declared", name)
 			}
 		}
+	}
+}
+
+// TestWatchNeverAnswersWithAnOlderImage: a broker whose image came from a
+// controller that had applied more (the active one) and whose next watch
+// reaches a controller that is behind it (a follower catching up, or a
+// leader that just lost its leadership) must not get that controller's
+// older image: the broker would apply it and forget topics and changes it
+// already had, until the lagging controller caught up. The controller
+// answers NOT_CONTROLLER (naming the active one), and the client goes on
+// to a controller that is current.
+func TestWatchNeverAnswersWithAnOlderImage(t *testing.T) {
+	ctx := context.Background()
+	q := newQuorum(t, 3, nil)
+	l := q.leader()
+	var f *testNode
+	for _, nd := range q.nodes {
+		if nd != l {
+			f = nd
+			break
+		}
+	}
+	c := q.client(l)
+	addBrokerVia(t, ctx, c, 1, "a")
+	waitFor(t, 10*time.Second, "the follower to know the leader's address", func() bool {
+		img, _ := f.srv.Image()
+		return img.Controllers[l.id] == l.apiAddr
+	})
+	_, idx := f.srv.Image()
+	ahead := int64(idx) + 1000 // as if the caller had seen a controller far ahead
+
+	// Asked directly, the follower refuses and names the leader.
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/metadata/watch?after=%d&wait=200ms", f.apiAddr, ahead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Offset *int64 `json:"offset"`
+		Error  *Error `json:"error"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body.Error == nil || body.Error.Code != CodeNotController || body.Error.LeaderAddr != l.apiAddr {
+		t.Fatalf("watch after %d from a follower at %d: status %d, %+v; want NOT_CONTROLLER naming %s, never an older image", ahead, idx, resp.StatusCode, body, l.apiAddr)
+	}
+	fc, err := NewClient(ClientConfig{Addrs: []string{f.apiAddr}, WatchWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+
+	// A client that asks the follower first for a real offset ends up
+	// with current changes: create a topic through the leader, then
+	// watch from the leader's offset through the follower only once it
+	// has caught up.
+	createTopic(t, ctx, c, "fresh", 1, 1)
+	_, lidx := l.srv.Image()
+	waitFor(t, 10*time.Second, "the follower to catch up", func() bool { _, i := f.srv.Image(); return i >= lidx })
+	d, err := fc.WatchMetadata(ctx, int64(lidx))
+	if err != nil || d.Offset < int64(lidx) {
+		t.Fatalf("watch after %d from a caught-up follower: %+v %v", lidx, d, err)
 	}
 }

@@ -35,7 +35,9 @@ type vigilProc struct {
 	kafka  string // Kafka listener address, parsed from the log
 	http   string // HTTP address, if any
 	stderr *logTail
-	done   chan error
+	done   chan error // receives the exit status once
+	// exitedCh is closed when the process has exited.
+	exitedCh chan struct{}
 }
 
 // logTail keeps a process's log for failure messages and finds addresses.
@@ -86,24 +88,7 @@ func (l *logTail) String() string {
 // startVigil starts `vigil args...` and waits until its Kafka listener is up.
 func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &vigilProc{cmd: cmd, stderr: &logTail{kafka: make(chan string, 1), http: make(chan string, 1)}, done: make(chan error, 1)}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go p.stderr.consume(stderr)
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
+	p := spawnVigil(t, args...)
 	deadline := time.After(2 * time.Minute)
 	for p.kafka == "" || wantHTTP && p.http == "" {
 		select {
@@ -116,6 +101,45 @@ func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 		}
 	}
 	return p
+}
+
+// spawnVigil starts `vigil args...` without waiting for anything; the
+// process is killed at the end of the test if it still runs.
+func spawnVigil(t *testing.T, args ...string) *vigilProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &vigilProc{cmd: cmd, stderr: &logTail{kafka: make(chan string, 1), http: make(chan string, 1)}, done: make(chan error, 1), exitedCh: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go p.stderr.consume(stderr)
+	go func() {
+		err := cmd.Wait()
+		close(p.exitedCh)
+		p.done <- err
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// exited reports whether the process has exited (and was waited for).
+func (p *vigilProc) exited() bool {
+	select {
+	case <-p.exitedCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // TestCrashLosesNoAcknowledgedWrite produces with acks=all under a
@@ -269,25 +293,19 @@ func endOffset(t *testing.T, addr, topic string) int64 {
 // back what was produced.
 func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
-	kport, hport := devPorts(t)
+	kport, hport := freePortRange(t, 3), freePortRange(t, 12) // 3 brokers; HTTP, the controller API at +1, its Raft at +11
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
-	// Readiness: every broker has joined the cluster.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	// startVigil returns once the first broker serves; /readyz is 200
+	// once all of them do.
+	pollUntil(t, "/readyz to answer 200", time.Minute, func() bool {
 		resp, err := http.Get("http://" + p.http + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: status %d after a minute\n%s", resp.StatusCode, p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, path := range []string{"/healthz", "/", "/debug/pprof/", "/metrics"} {
+		return resp.StatusCode == 200
+	})
+	for _, path := range []string{"/healthz", "/readyz", "/", "/debug/pprof/", "/metrics"} {
 		resp, err := http.Get("http://" + p.http + path)
 		if err != nil {
 			t.Fatal(err)
@@ -321,8 +339,7 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 
 	// The clean shutdown kept the record: a restart on the same data dir
 	// reads it back.
-	kport, hport = devPorts(t)
-	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
+	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePortRange(t, 3)), "--http-port", strconv.Itoa(freePortRange(t, 12)))
 	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("dev"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -352,31 +369,6 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("restarted vigil dev did not exit after SIGINT\n%s", p2.stderr)
 	}
-}
-
-// devPorts returns a Kafka and an HTTP port for `vigil dev` such that the
-// ports it derives from them are free too: the brokers' (kafka, +1, +2)
-// and the controller's (http+1 for its API, http+11 for Raft).
-func devPorts(t *testing.T) (kafka, httpPort int) {
-	t.Helper()
-	free := func(base int, offsets ...int) bool {
-		for _, off := range offsets {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
-			if err != nil {
-				return false
-			}
-			ln.Close()
-		}
-		return true
-	}
-	for range 100 {
-		k, h := freePort(t), freePort(t)
-		if free(k, 0, 1, 2) && free(h, 0, 1, 11) && (h < k-11 || h > k+2) {
-			return k, h
-		}
-	}
-	t.Fatal("no free ports for vigil dev")
-	return 0, 0
 }
 
 func freePort(t *testing.T) int {
