@@ -40,6 +40,7 @@ type Prober struct {
 	// Owned by the control loop (Run's goroutine), which alone writes
 	// workers, under workersMu.
 	known     map[int32]BrokerInfo // every broker seen, as last seen
+	lastLive  []int32              // the brokers the last metadata listed
 	cells     map[string]*cell
 	workersMu sync.RWMutex
 	workers   map[int32]*worker
@@ -152,8 +153,10 @@ func (p *Prober) refresh(ctx context.Context) {
 	}
 	live := map[string][]BrokerInfo{}
 	liveIDs := map[int32]bool{}
+	p.lastLive = p.lastLive[:0]
 	for _, b := range md.Brokers {
 		liveIDs[b.NodeID] = true
+		p.lastLive = append(p.lastLive, b.NodeID)
 		info := BrokerInfo{ID: b.NodeID, Host: b.Host, Port: b.Port}
 		if b.Rack != nil {
 			info.Rack = *b.Rack
@@ -235,15 +238,49 @@ func (p *Prober) cellTopics() []string {
 	return out
 }
 
+// requestMetadata asks up to three of the brokers the last metadata
+// listed at once (any seed broker the first time) and returns the first
+// answer, so that a broker that hangs does not hold up the control loop.
+// The other requests run to their end in the background: cancelling them
+// would cost their connections.
 func (p *Prober) requestMetadata(ctx context.Context, topics []string) (*kmsg.MetadataResponse, error) {
-	req := metadataRequest(topics...)
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, p.admin)
-	if err != nil {
-		return nil, err
+	ids := p.lastLive
+	if len(ids) > 3 {
+		ids = slices.Clone(ids)
+		rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		ids = ids[:3]
 	}
-	return resp, nil
+	requestors := []kmsg.Requestor{p.admin}
+	if len(ids) > 0 {
+		requestors = requestors[:0]
+		for _, id := range ids {
+			requestors = append(requestors, p.admin.Broker(int(id)))
+		}
+	}
+	type answer struct {
+		resp *kmsg.MetadataResponse
+		err  error
+	}
+	answers := make(chan answer, len(requestors))
+	for _, r := range requestors {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+			defer cancel()
+			resp, err := metadataRequest(topics...).RequestWith(rctx, r)
+			answers <- answer{resp, err}
+		}()
+	}
+	var errs []error
+	for range requestors {
+		a := <-answers
+		if a.err == nil {
+			return a.resp, nil
+		}
+		errs = append(errs, a.err)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // metadataRequest asks for the brokers and the given topics, never
@@ -578,8 +615,8 @@ func (p *Prober) probeCommit(ctx context.Context, c *cell, topicID [16]byte) {
 	}
 	req.Topics = []kmsg.OffsetCommitRequestTopic{rt}
 	b := p.admin.Broker(int(coord))
-	if w := p.workerOf(coord); w != nil && w.broker != nil {
-		b = w.broker
+	if w := p.workerOf(coord); w != nil && w.control != nil {
+		b = w.control
 	}
 	start := time.Now()
 	resp, err := b.Request(ctx, req)

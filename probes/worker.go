@@ -17,23 +17,35 @@ import (
 
 // worker probes one broker: every interval it produces a record straight to
 // the broker (to the probe partition the broker should lead) and sends it
-// a Metadata request. It has a client of its own, seeded with the broker's
+// a Metadata request. Its clients are its own, seeded with the broker's
 // address alone, so a broker that hangs holds up its own probes and no
-// others; every operation has a deadline, and at most maxInFlight records
-// are in flight to the broker.
+// others, and every operation has a deadline.
+//
+// Each record in flight has a connection of its own (a slot: a client used
+// by one produce at a time, created when first needed), at most
+// maxInFlight of them. On a shared connection, requests queue behind a
+// slow one, and the deadline of one kills the connection and every request
+// behind it: one slow answer would fail several probes.
 type worker struct {
 	p                      *Prober
 	id                     int32
 	label, cell, topic     string
 	addr                   string
-	client                 *kgo.Client // nil when the address is unknown
-	broker                 *kgo.Broker
+	controlClient          *kgo.Client // metadata and commit probes; nil when the address is unknown
+	control                *kgo.Broker
+	slots                  []slot
 	target                 atomic.Pointer[target]
-	sem                    chan struct{}
 	metadataBusy           atomic.Bool
 	cancel                 context.CancelFunc
 	wg                     sync.WaitGroup
 	errNoAddr, errInFlight error
+}
+
+// slot is a connection for one produce at a time.
+type slot struct {
+	busy   atomic.Bool
+	client *kgo.Client // set by the goroutine holding busy
+	broker *kgo.Broker
 }
 
 // target is the partition a worker produces to, with its topic's id
@@ -47,18 +59,16 @@ type target struct {
 func (p *Prober) startWorker(ctx context.Context, id int32, cell string) *worker {
 	w := &worker{
 		p: p, id: id, label: strconv.Itoa(int(id)), cell: cell, topic: TopicName(cell), addr: p.addrOf(id),
-		sem:         make(chan struct{}, p.cfg.maxInFlight()),
+		slots:       make([]slot, p.cfg.maxInFlight()),
 		errNoAddr:   fmt.Errorf("broker %d: address unknown (not in the metadata since the probe started)", id),
 		errInFlight: fmt.Errorf("broker %d: %d probe records still unanswered: %w", id, p.cfg.maxInFlight(), context.DeadlineExceeded),
 	}
 	if w.addr != "" {
-		cl, err := kgo.NewClient(append([]kgo.Opt{
-			kgo.SeedBrokers(w.addr), kgo.DialTimeout(p.cfg.Timeout), kgo.WithHooks(connectHook{w}),
-		}, p.cfg.ClientOpts...)...)
+		cl, err := w.newClient()
 		if err != nil {
 			p.log.Error("probe: cannot create a client", "broker", id, "addr", w.addr, "err", err)
 		} else {
-			w.client, w.broker = cl, cl.SeedBrokers()[0]
+			w.controlClient, w.control = cl, cl.SeedBrokers()[0]
 		}
 	}
 	// Every series exists from the start, so that rates and ratios work
@@ -77,14 +87,36 @@ func (p *Prober) startWorker(ctx context.Context, id int32, cell string) *worker
 	return w
 }
 
+// newClient returns a client of the broker alone.
+func (w *worker) newClient() (*kgo.Client, error) {
+	return kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(w.addr), kgo.DialTimeout(w.p.cfg.Timeout), kgo.WithHooks(connectHook{w}),
+	}, w.p.cfg.ClientOpts...)...)
+}
+
 // stop stops the worker, waits for its operations to end and closes its
-// client.
+// clients.
 func (w *worker) stop() {
 	w.cancel()
 	w.wg.Wait()
-	if w.client != nil {
-		w.client.Close()
+	if w.controlClient != nil {
+		w.controlClient.Close()
 	}
+	for i := range w.slots {
+		if cl := w.slots[i].client; cl != nil {
+			cl.Close()
+		}
+	}
+}
+
+// acquire returns a free slot, marked busy, or nil.
+func (w *worker) acquire() *slot {
+	for i := range w.slots {
+		if w.slots[i].busy.CompareAndSwap(false, true) {
+			return &w.slots[i]
+		}
+	}
+	return nil
 }
 
 func (w *worker) run(ctx context.Context) {
@@ -106,7 +138,7 @@ func (w *worker) tick(ctx context.Context) {
 	if tg := w.target.Load(); tg != nil {
 		w.startProduce(ctx, tg)
 	}
-	if w.broker == nil {
+	if w.control == nil {
 		w.p.count(w.cell, w.label, opMetadata, w.errNoAddr)
 		return
 	}
@@ -124,7 +156,7 @@ func (w *worker) tick(ctx context.Context) {
 func (w *worker) startProduce(ctx context.Context, tg *target) {
 	part := tg.part
 	switch {
-	case w.broker == nil:
+	case w.control == nil:
 		w.produced(part, 0, w.errNoAddr)
 		return
 	case !part.ready.Load():
@@ -136,22 +168,30 @@ func (w *worker) startProduce(ctx context.Context, tg *target) {
 		}
 		return
 	}
-	select {
-	case w.sem <- struct{}{}:
-	default:
+	s := w.acquire()
+	if s == nil {
 		w.produced(part, 0, w.errInFlight)
 		return
 	}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		defer func() { <-w.sem }()
-		w.produce(ctx, tg)
+		defer s.busy.Store(false)
+		if s.client == nil {
+			cl, err := w.newClient()
+			if err != nil {
+				w.produced(part, 0, err)
+				return
+			}
+			s.client, s.broker = cl, cl.SeedBrokers()[0]
+		}
+		w.produce(ctx, s.broker, tg)
 	}()
 }
 
-// produce produces one probe record and waits for its acknowledgement.
-func (w *worker) produce(ctx context.Context, tg *target) {
+// produce produces one probe record through b and waits for its
+// acknowledgement.
+func (w *worker) produce(ctx context.Context, b *kgo.Broker, tg *target) {
 	part, cfg := tg.part, w.p.cfg
 	now := time.Now()
 	seq, ok := part.tracker.send(now, w.id)
@@ -172,7 +212,7 @@ func (w *worker) produce(ctx context.Context, tg *target) {
 	req.Topics = append(req.Topics, rt)
 
 	octx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	resp, err := w.broker.Request(octx, req)
+	resp, err := b.Request(octx, req)
 	cancel()
 	took := time.Since(now)
 	if err == nil {
@@ -216,7 +256,7 @@ func produceError(resp *kmsg.ProduceResponse) error {
 func (w *worker) probeMetadata(ctx context.Context) {
 	octx, cancel := context.WithTimeout(ctx, w.p.cfg.Timeout)
 	start := time.Now()
-	_, err := w.broker.Request(octx, metadataRequest(w.topic))
+	_, err := w.control.Request(octx, metadataRequest(w.topic))
 	took := time.Since(start)
 	cancel()
 	if ctx.Err() != nil {

@@ -102,7 +102,7 @@ func (p *vigilProc) interrupt(t *testing.T) {
 
 // startVigil starts `vigil args...` and waits until its Kafka listener is
 // up (dev and broker; the others have none).
-func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
+func startVigil(t testing.TB, wantHTTP bool, args ...string) *vigilProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")

@@ -40,14 +40,15 @@ func scrape(t *testing.T, url string) prometheus.Gatherer {
 	})
 }
 
-// waitProbed waits until the probe metrics at url show records produced
-// through each of brokers 0..n-1 and consumed, by the probe at location.
-func waitProbed(t *testing.T, p *vigilProc, url, location string, n int) {
+// waitProbed waits until the probe metrics at url show at least records
+// produced through each of brokers 0..n-1 and consumed by the probe at
+// location, and then that none was lost.
+func waitProbed(t *testing.T, p *vigilProc, url, location string, n int, records float64) {
 	t.Helper()
-	vigiltest.WaitFor(t, "end-to-end probes of every broker at "+url, 2*time.Minute, func() bool {
+	vigiltest.WaitFor(t, "end-to-end probes of every broker at "+url, 3*time.Minute, func() bool {
 		g := scrape(t, url)
 		for b := range n {
-			if vigiltest.Sum(t, g, "vigil_probe_e2e_seconds", map[string]string{"broker": strconv.Itoa(b), "location": location, "cell": "a"}) < 5 {
+			if vigiltest.Sum(t, g, "vigil_probe_e2e_seconds", map[string]string{"broker": strconv.Itoa(b), "location": location, "cell": "a"}) < records {
 				return false
 			}
 		}
@@ -64,11 +65,13 @@ func waitProbed(t *testing.T, p *vigilProc, url, location string, n int) {
 func TestProbeCommandAndDev(t *testing.T) {
 	kport, hport := devPorts(t)
 	dev := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
-	waitProbed(t, dev, "http://"+dev.http+"/metrics", "dev", 3)
+	waitProbed(t, dev, "http://"+dev.http+"/metrics", "dev", 3, 5)
 
+	// A second vantage point, probing fast, that runs past its loss
+	// deadline: a healthy run loses nothing.
 	probe := startVigil(t, true, "probe", "--bootstrap", dev.kafka, "--location", "elsewhere", "--cell-from-rack",
-		"--metrics-addr", "127.0.0.1:0", "--interval", "200ms")
-	waitProbed(t, probe, "http://"+probe.http+"/metrics", "elsewhere", 3)
+		"--metrics-addr", "127.0.0.1:0", "--interval", "200ms", "--loss-deadline", "8s")
+	waitProbed(t, probe, "http://"+probe.http+"/metrics", "elsewhere", 3, 60)
 	probe.interrupt(t)
 }
 
@@ -125,30 +128,39 @@ func TestDevMetricsKeepNativeHistograms(t *testing.T) {
 	}
 }
 
+// startProcessCluster runs a cluster of separate processes: a controller
+// and n brokers of cell a (racks a0, a1, ...), with failure detection tuned
+// for tests. It returns the broker processes, their addresses, and a
+// function that (re)starts broker i on its address and data.
+func startProcessCluster(t testing.TB, n int) ([]*vigilProc, []string, func(i int) *vigilProc) {
+	api := freeAddr(t)
+	startVigil(t, false, "controller", "--id", "1", "--data-dir", t.TempDir(), "--listen", api, "--raft-listen", freeAddr(t), "--session-timeout", "2s")
+	addrs, dirs := make([]string, n), make([]string, n)
+	start := func(i int) *vigilProc {
+		return startVigil(t, false, "broker", "--node-id", strconv.Itoa(i), "--listen", addrs[i], "--data-dir", dirs[i],
+			"--controllers", api, "--cell", "a", "--rack", "a"+strconv.Itoa(i),
+			"--broker-heartbeat-interval", "200ms", "--replica-lag-time-max", "2s",
+			"--offsets-topic-replication-factor", strconv.Itoa(min(n, 3)), "--offsets-topic-num-partitions", "3")
+	}
+	procs := make([]*vigilProc, n)
+	for i := range procs {
+		addrs[i], dirs[i] = freeAddr(t), t.TempDir()
+		procs[i] = start(i)
+	}
+	return procs, addrs, start
+}
+
 // TestProbeSeesBrokerKilled runs a cluster of separate processes — a
 // controller and three brokers of cell a — and `vigil probe`, then kills
 // one broker with SIGKILL: the probe's failures for it rise (connection
 // refused) while records keep flowing through the other two, and once the
 // broker is restarted the same probe process sees it healthy again.
 func TestProbeSeesBrokerKilled(t *testing.T) {
-	api := freeAddr(t)
-	startVigil(t, false, "controller", "--id", "1", "--data-dir", t.TempDir(), "--listen", api, "--raft-listen", freeAddr(t), "--session-timeout", "2s")
-	addrs, dirs := make([]string, 3), make([]string, 3)
-	startBroker := func(i int) *vigilProc {
-		return startVigil(t, false, "broker", "--node-id", strconv.Itoa(i), "--listen", addrs[i], "--data-dir", dirs[i],
-			"--controllers", api, "--cell", "a", "--rack", "a"+strconv.Itoa(i),
-			"--broker-heartbeat-interval", "200ms", "--replica-lag-time-max", "2s",
-			"--offsets-topic-replication-factor", "3", "--offsets-topic-num-partitions", "3")
-	}
-	procs := make([]*vigilProc, 3)
-	for i := range procs {
-		addrs[i], dirs[i] = freeAddr(t), t.TempDir()
-		procs[i] = startBroker(i)
-	}
+	procs, addrs, startBroker := startProcessCluster(t, 3)
 	probe := startVigil(t, true, "probe", "--bootstrap", strings.Join(addrs, ","), "--location", "t", "--cell-from-rack",
 		"--metrics-addr", "127.0.0.1:0", "--interval", "200ms", "--timeout", "3s", "--layout-interval", "1s")
 	url := "http://" + probe.http + "/metrics"
-	waitProbed(t, probe, url, "t", 3)
+	waitProbed(t, probe, url, "t", 3, 5)
 	value := func(name string, labels ...string) float64 {
 		want := map[string]string{}
 		for i := 0; i+1 < len(labels); i += 2 {

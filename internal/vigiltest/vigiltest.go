@@ -80,11 +80,12 @@ type Cluster struct {
 	addrs   []string
 	brokers []*broker.Broker // nil while stopped
 	done    []chan error
+	opts    []func(i int, cfg *broker.Config)
 }
 
 // StartCluster starts a cluster of n brokers and stops it when the test
-// ends.
-func StartCluster(t testing.TB, n int) *Cluster {
+// ends. opts change broker i's configuration at every start.
+func StartCluster(t testing.TB, n int, opts ...func(i int, cfg *broker.Config)) *Cluster {
 	t.Helper()
 	ctrl, err := controller.NewServer(controller.ServerConfig{
 		ID: "1", DataDir: filepath.Join(t.TempDir(), "controller"),
@@ -97,7 +98,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, ctrl: ctrl}
+	c := &Cluster{t: t, ctrl: ctrl, opts: opts}
 	for range n {
 		c.dirs = append(c.dirs, t.TempDir())
 		c.addrs = append(c.addrs, "127.0.0.1:0")
@@ -132,6 +133,9 @@ func (c *Cluster) Start(i int) {
 	cfg.ReplicaLagTimeMax = 2 * time.Second
 	cfg.OffsetsTopicPartitions = 3
 	cfg.OffsetsTopicReplicationFactor = int16(min(3, len(c.addrs)))
+	for _, o := range c.opts {
+		o(i, &cfg)
+	}
 	b, err := broker.New(cfg, Logger().With("node", i))
 	if err != nil {
 		c.t.Errorf("starting broker %d: %v", i, err)
@@ -157,6 +161,9 @@ func (c *Cluster) Stop(i int) {
 		}
 	}
 }
+
+// Addr returns the address broker i listens on.
+func (c *Cluster) Addr(i int) string { return c.addrs[i] }
 
 // Bootstrap returns the addresses of the running brokers.
 func (c *Cluster) Bootstrap() []string {
