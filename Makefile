@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 # Packages with concurrency, run under the race detector by `make race`.
-RACE_PKGS := ./broker/... ./bench/... ./controller/...
+RACE_PKGS := ./broker/... ./bench/... ./controller/... ./probes/...
 
 .PHONY: all build test race vet fmt bench fuzz tidy
 
@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendAsFollower$$' -fuzztime $(FUZZTIME) ./broker/log/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordContexts$$' -fuzztime $(FUZZTIME) ./broker/
 	$(GO) test -run '^$$' -fuzz '^FuzzTelemetryPayload$$' -fuzztime $(FUZZTIME) ./broker/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME) ./probes/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTraceparent$$' -fuzztime $(FUZZTIME) ./probes/
 
 tidy:
 	$(GO) mod tidy

@@ -37,13 +37,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	token := fs.String("admin-token", os.Getenv("VIGIL_ADMIN_TOKEN"), "require Authorization: Bearer <token> on every API call (default $VIGIL_ADMIN_TOKEN)")
 	session := fs.Duration("session-timeout", controller.DefaultSessionTimeout, "broker.session.timeout.ms: fence a broker after this long without heartbeats")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	logger, err := newLogger(stderr, *logLevel)
+	logger, err := parseFlags(fs, args, logLevel, stderr)
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,9 @@ import (
 
 // runDev runs `vigil dev`: the whole platform in one process with embedded
 // defaults: a controller quorum, brokers in one or more cells on
-// consecutive ports from --kafka-port, and one HTTP port carrying health,
-// metrics and (as later issues add them) the APIs and the console.
+// consecutive ports from --kafka-port, a probe of every broker (location
+// "dev"), and one HTTP port carrying health, metrics and (as later issues
+// add them) the APIs and the console.
 //
 // Addresses, with the defaults (--kafka-port 9092, --http-port 8080):
 //
@@ -121,8 +122,10 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
+	probeMetrics, stopProbe := startDevProbe(ctx, bs, logger)
+	defer stopProbe()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", broker.MetricsHandler(bs...))
+	mux.Handle("/metrics", devMetrics(broker.MetricsHandler(bs...), probeMetrics))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/healthz") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/readyz") })
 	if *pprof {

@@ -5,6 +5,7 @@
 //	vigil bench    load generator: produce, consume, e2e
 //	vigil controller  one member of the metadata quorum
 //	vigil admin    operator CLI on the controller API
+//	vigil probe    synthetic produce/consume probes of every broker
 package main
 
 import (
@@ -28,6 +29,7 @@ commands:
   bench    measure a Kafka cluster: vigil bench produce|consume|e2e [flags]
   controller  run one metadata quorum member: vigil controller --id N --peers ... [flags]
   admin    operate the cluster through the controller: vigil admin brokers|demote N|...
+  probe    probe every broker of a Kafka cluster: vigil probe --bootstrap HOST:PORT --location NAME [flags]
 
 Run 'vigil <command> -h' for the flags of a command.
 `
@@ -59,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runController(ctx, args[1:], stderr)
 	case "admin":
 		return runAdmin(ctx, args[1:], stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -66,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
+}
+
+// parseFlags parses a command's flags, refuses words after them, and
+// returns the logger --log-level (logLevel) asks for.
+func parseFlags(fs *flag.FlagSet, args []string, logLevel *string, stderr io.Writer) (*slog.Logger, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return newLogger(stderr, *logLevel)
 }
 
 // newLogger returns the process logger: text to stderr at the given level.

@@ -85,12 +85,31 @@ func (l *logTail) String() string {
 	return s
 }
 
-// startVigil starts `vigil args...` and waits until its Kafka listener is up.
-func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
+// interrupt stops p with SIGINT, as Ctrl-C would, and expects a clean exit
+// within a minute.
+func (p *vigilProc) interrupt(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("vigil %v exited with %v after SIGINT\n%s", p.cmd.Args[1:], err, p.stderr)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("vigil %v did not exit after SIGINT\n%s", p.cmd.Args[1:], p.stderr)
+	}
+}
+
+// startVigil starts `vigil args...` and waits until its Kafka listener is
+// up (dev and broker; the others have none).
+func startVigil(t testing.TB, wantHTTP bool, args ...string) *vigilProc {
 	t.Helper()
 	p := spawnVigil(t, args...)
 	deadline := time.After(2 * time.Minute)
-	for p.kafka == "" || wantHTTP && p.http == "" {
+	wantKafka := args[0] == "dev" || args[0] == "broker"
+	for wantKafka && p.kafka == "" || wantHTTP && p.http == "" {
 		select {
 		case p.kafka = <-p.stderr.kafka:
 		case p.http = <-p.stderr.http:
@@ -105,7 +124,7 @@ func startVigil(t *testing.T, wantHTTP bool, args ...string) *vigilProc {
 
 // spawnVigil starts `vigil args...` without waiting for anything; the
 // process is killed at the end of the test if it still runs.
-func spawnVigil(t *testing.T, args ...string) *vigilProc {
+func spawnVigil(t testing.TB, args ...string) *vigilProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "VIGIL_RUN_MAIN=1")
@@ -325,17 +344,7 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Close()
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("vigil dev exited with %v after SIGINT\n%s", err, p.stderr)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("vigil dev did not exit after SIGINT\n%s", p.stderr)
-	}
+	p.interrupt(t)
 
 	// The clean shutdown kept the record: a restart on the same data dir
 	// reads it back.
@@ -358,17 +367,7 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 			break
 		}
 	}
-	if err := p2.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p2.done:
-		if err != nil {
-			t.Fatalf("restarted vigil dev exited with %v after SIGINT\n%s", err, p2.stderr)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("restarted vigil dev did not exit after SIGINT\n%s", p2.stderr)
-	}
+	p2.interrupt(t)
 }
 
 func freePort(t *testing.T) int {

@@ -49,8 +49,9 @@ type Def struct {
 	Kind   Kind
 	Help   string
 	Labels []string
-	// Scope says who exposes it: "broker" (labelled broker=<id>) or
-	// "controller" (labelled controller=<id>).
+	// Scope says who exposes it: "broker" (labelled broker=<id>),
+	// "controller" (labelled controller=<id>) or "location" (a probe,
+	// labelled location=<its vantage point>).
 	Scope string
 }
 
@@ -122,10 +123,50 @@ func CheckName(d *Def) error {
 }
 
 // Render returns the catalogue as a Markdown table.
-func Render() string {
+func Render() string { return RenderDefs(All()) }
+
+// Native histogram resolution shared by every histogram Vigil exposes: a
+// bucket factor of 1.1 (about 5% relative error) and at most 100 buckets.
+const (
+	NativeHistogramBucketFactor    = 1.1
+	NativeHistogramMaxBucketNumber = 100
+)
+
+// HistogramVec builds a histogram family from a declaration, with classic
+// buckets and a native (sparse) histogram as well.
+func (d *Def) HistogramVec(buckets []float64) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: d.Name, Help: d.Help, Buckets: buckets,
+		NativeHistogramBucketFactor: NativeHistogramBucketFactor, NativeHistogramMaxBucketNumber: NativeHistogramMaxBucketNumber,
+	}, d.Labels)
+}
+
+// CounterVec builds a counter family from a declaration.
+func (d *Def) CounterVec() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: d.Name, Help: d.Help}, d.Labels)
+}
+
+// GaugeVec builds a gauge family from a declaration.
+func (d *Def) GaugeVec() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: d.Name, Help: d.Help}, d.Labels)
+}
+
+// InScope returns the declarations of one scope, by name.
+func InScope(scope string) []*Def {
+	var out []*Def
+	for _, d := range All() {
+		if d.Scope == scope {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// RenderDefs returns defs as a Markdown table, like Render.
+func RenderDefs(defs []*Def) string {
 	var b strings.Builder
 	b.WriteString("| metric | type | labels | meaning |\n|---|---|---|---|\n")
-	for _, d := range All() {
+	for _, d := range defs {
 		labels := append([]string{d.Scope}, d.Labels...)
 		for i, l := range labels {
 			labels[i] = "`" + l + "`"
@@ -133,4 +174,20 @@ func Render() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", d.Name, d.Kind, strings.Join(labels, ", "), strings.ReplaceAll(d.Help, "|", "\\|"))
 	}
 	return b.String()
+}
+
+// ReplaceSection returns doc with the text between the lines begin and end
+// (each including its newline) replaced by body, or an error when the
+// markers are missing.
+func ReplaceSection(doc, begin, end, body string) (string, error) {
+	i := strings.Index(doc, begin)
+	if i < 0 {
+		return "", fmt.Errorf("no marker %q", begin)
+	}
+	j := strings.Index(doc[i:], end)
+	if j < 0 {
+		return "", fmt.Errorf("no marker %q after %q", end, begin)
+	}
+	j += i
+	return doc[:i] + begin + body + end + doc[j+len(end):], nil
 }
