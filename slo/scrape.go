@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -93,7 +94,7 @@ func NewScraper(store storage.Appendable, cfg ScrapeConfig) (*Scraper, error) {
 		}
 		seen[t.URL] = true
 		for _, rc := range t.MetricRelabel {
-			if err := rc.Validate(0); err != nil {
+			if err := rc.Validate(model.UTF8Validation); err != nil {
 				return nil, fmt.Errorf("target %s: metric_relabel_configs: %w", t.URL, err)
 			}
 		}

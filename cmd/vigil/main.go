@@ -5,6 +5,8 @@
 //	vigil bench    load generator: produce, consume, e2e
 //	vigil controller  one member of the metadata quorum
 //	vigil admin    operator CLI on the controller API
+//	vigil slo      SLO spec checks and reports
+//	vigil observer the SLO engine on its own (embedded TSDB or remote Prometheus)
 package main
 
 import (
@@ -28,6 +30,8 @@ commands:
   bench    measure a Kafka cluster: vigil bench produce|consume|e2e [flags]
   controller  run one metadata quorum member: vigil controller --id N --peers ... [flags]
   admin    operate the cluster through the controller: vigil admin brokers|demote N|...
+  slo      SLO specs and reports: vigil slo check FILE... | report | defaults
+  observer run the SLO engine on its own: vigil observer --target URL... | --remote URL
 
 Run 'vigil <command> -h' for the flags of a command.
 `
@@ -59,6 +63,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runController(ctx, args[1:], stderr)
 	case "admin":
 		return runAdmin(ctx, args[1:], stdout, stderr)
+	case "slo":
+		return runSLO(ctx, args[1:], stdout, stderr)
+	case "observer":
+		return runObserver(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
