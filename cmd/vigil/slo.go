@@ -391,8 +391,8 @@ func devTargets(httpAddr string, controllerAPIs []string, bs []*broker.Broker, c
 // and recording every 10s, and serves its API under /api/v1/ on mux.
 func startDevSLO(ctx context.Context, logger *slog.Logger, mux *http.ServeMux, dataDir, httpAddr string, apis []string, bs []*broker.Broker, perCell int) (*slo.Observer, error) {
 	obs, err := slo.StartObserver(ctx, slo.ObserverConfig{
-		DataDir: filepath.Join(dataDir, "slo"),
-		Targets: devTargets(httpAddr, apis, bs, func(i int) string { return string(rune('a' + i/perCell)) }),
+		DataDir:        filepath.Join(dataDir, "slo"),
+		Targets:        devTargets(httpAddr, apis, bs, func(i int) string { return string(rune('a' + i/perCell)) }),
 		ScrapeInterval: 2 * time.Second, Step: 10 * time.Second, EvalInterval: 5 * time.Second,
 		Spec: slo.Defaults(), Logger: logger.With("component", "slo"),
 	})
