@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ type BenchConfig struct {
 	Dir string
 	// Progress, if set, receives progress lines.
 	Progress io.Writer
+	// CPUProfile, if set, is a file for a CPU profile of the cycles.
+	CPUProfile string
 }
 
 // BenchResult is what BenchFleet measured.
@@ -253,6 +256,17 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	// sample (in a full deployment these are a month of dense samples).
 	if err := eng.writeBenchHistory(ctx, start, end, progress); err != nil {
 		return nil, err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	first := true
 	for clock = start.Add(time.Minute + 5*time.Second); !clock.After(end.Add(5 * time.Second)); clock = clock.Add(time.Minute) {

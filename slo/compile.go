@@ -20,8 +20,10 @@ type compiled struct {
 	// evidence), with %s where the label list goes and %w where the
 	// range goes.
 	raw struct{ good, bad, total string }
-	// windows are the windows reported, ascending, ending with the SLO's.
-	windows []time.Duration
+	// windows are the windows reported, ascending, ending with the SLO's;
+	// windowNames their PromQL spelling.
+	windows     []time.Duration
+	windowNames []string
 }
 
 // promDuration formats d for PromQL.
@@ -112,6 +114,7 @@ func compile(s *SLO, step time.Duration, windows []time.Duration) (*compiled, er
 	add(s.Window.D())
 	slices.Sort(c.windows)
 	for _, d := range c.windows {
+		c.windowNames = append(c.windowNames, promDuration(d))
 		if d%step != 0 {
 			return nil, fmt.Errorf("SLO %s: window %s is not a multiple of the recording step %s", s.Name, promDuration(d), promDuration(step))
 		}

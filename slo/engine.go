@@ -75,7 +75,9 @@ type Config struct {
 
 // Engine evaluates SLOs and health rules and publishes signals.
 type Engine struct {
-	cfg    Config
+	cfg Config
+	// raw is cfg.Raw behind a per-cycle memo (set by Cycle).
+	raw    Querier
 	slos   []*sloState
 	health []*healthState
 	rolls  []*rollupState
@@ -130,7 +132,8 @@ func New(cfg Config) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.slos = append(e.slos, &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}})
+		e.slos = append(e.slos, &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
+			lcache: map[time.Duration]*windowCache{}})
 	}
 	for i := range cfg.Spec.HealthRules {
 		e.health = append(e.health, &healthState{rule: &cfg.Spec.HealthRules[i], active: map[string]*activeSeries{}})
@@ -177,35 +180,38 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	step := e.cfg.Step.Milliseconds()
 	T := (now.Add(-e.cfg.Delay).UnixMilli() / step) * step
 
+	e.raw = newMemo(e.cfg.Raw)
+	// SLOs (with their signals) and health rules share a pool of
+	// Concurrency workers.
+	n := len(e.slos) + len(e.health)
 	statuses := make([]*Status, len(e.slos))
-	errs := make([]error, len(e.slos))
+	sigs := make([][]Signal, n)
+	errs := make([]error, n)
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for range min(e.cfg.Concurrency, max(1, len(e.slos))) {
+	for range min(e.cfg.Concurrency, max(1, n)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				statuses[i], errs[i] = e.evalSLO(ctx, e.slos[i], T)
+				if i < len(e.slos) {
+					statuses[i], errs[i] = e.evalSLO(ctx, e.slos[i], T)
+					sigs[i] = e.sloSignals(ctx, e.slos[i], statuses[i])
+				} else {
+					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-len(e.slos)], now)
+				}
 			}
 		}()
 	}
-	for i := range e.slos {
+	for i := range n {
 		work <- i
 	}
 	close(work)
 	wg.Wait()
 
 	var signals []Signal
-	for i, st := range statuses {
-		signals = append(signals, e.sloSignals(ctx, e.slos[i], st)...)
-	}
-	for _, h := range e.health {
-		sigs, err := e.evalHealth(ctx, h, now)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		signals = append(signals, sigs...)
+	for _, s := range sigs {
+		signals = append(signals, s...)
 	}
 	for _, r := range e.rolls {
 		if err := e.evalRollup(ctx, r, now); err != nil {
@@ -340,9 +346,9 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	}
 	at := s.last
 	st.At = time.UnixMilli(at)
-	prev := make([]map[string][2]float64, len(c.windows))
+	prev := make([]func(string) (float64, float64), len(c.windows))
 	for i, w := range c.windows {
-		m, err := e.lookup(ctx, s, at-w.Milliseconds())
+		m, err := e.lookup(ctx, s, w, at-w.Milliseconds())
 		if err != nil {
 			st.Error = err.Error()
 			return st, err
@@ -356,13 +362,15 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	}
 	sort.Strings(keys)
 	type sums struct{ good, total []float64 }
+	ordered := make([]*group, 0, len(keys))
 	for _, k := range keys {
 		g := s.groups[k]
+		ordered = append(ordered, g)
 		gs := GroupStatus{Level: "group", Labels: labelsMap(g.labels)}
 		var sm sums
 		for i, w := range c.windows {
-			p := prev[i][k]
-			dg, dt := max(0, g.cumGood-p[0]), max(0, g.cumTotal-p[1])
+			pg, pt := prev[i](k)
+			dg, dt := max(0, g.cumGood-pg), max(0, g.cumTotal-pt)
 			sm.good, sm.total = append(sm.good, dg), append(sm.total, dt)
 			gs.Windows = append(gs.Windows, windowStatus(w, dg, dt, budget))
 		}
@@ -377,7 +385,7 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	st.Rollups = rollup(c, st.Groups, budget, e)
 	st.Worst = worst(st.Groups, e.cfg.TopN)
 	if !e.cfg.NoRateSeries {
-		if err := e.recordStatus(ctx, s, st, at); err != nil {
+		if err := e.recordStatus(ctx, s, st, ordered, at); err != nil {
 			st.Error = err.Error()
 			return st, err
 		}
@@ -518,19 +526,19 @@ func worst(groups []GroupStatus, n int) []GroupStatus {
 
 // recordStatus appends the budget remaining and burn rates of every
 // group, for history and dashboards.
-func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, t int64) error {
+func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, groups []*group, t int64) error {
 	app := e.cfg.Store.Appender(ctx)
-	for _, gs := range st.Groups {
-		gl := labels.FromMap(gs.Labels)
+	for i, gs := range st.Groups {
+		g := groups[i]
 		if v := float64(gs.BudgetRemaining); !math.IsNaN(v) {
-			if _, err := app.Append(0, seriesLabels(metricBudgetRemaining, s.c.slo.Name, gl), t, v); err != nil && !isSkippable(err) {
+			if err := g.appendOut(app, s.c.slo.Name, t, v, metricBudgetRemaining); err != nil {
 				_ = app.Rollback()
 				return err
 			}
 		}
-		for _, w := range gs.Windows {
+		for j, w := range gs.Windows {
 			if v := float64(w.BurnRate); !math.IsNaN(v) {
-				if _, err := app.Append(0, seriesLabels(metricBurnRate, s.c.slo.Name, gl, "window", w.Window.String()), t, v); err != nil && !isSkippable(err) {
+				if err := g.appendOut(app, s.c.slo.Name, t, v, metricBurnRate, "window", s.c.windowNames[j]); err != nil {
 					_ = app.Rollback()
 					return err
 				}

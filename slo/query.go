@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -254,4 +255,40 @@ func parsePair(pair []any) (Point, error) {
 		}
 	}
 	return Point{T: int64(math.Round(ts * 1000)), V: f}, nil
+}
+
+// memoQuerier shares the results of identical instant queries within one
+// evaluation cycle (SLOs over the same histogram share its _count, health
+// rules repeat subexpressions across rules).
+type memoQuerier struct {
+	q  Querier
+	mu sync.Mutex
+	m  map[string]*memoEntry
+}
+
+type memoEntry struct {
+	once sync.Once
+	ss   []Series
+	err  error
+}
+
+func newMemo(q Querier) *memoQuerier { return &memoQuerier{q: q, m: map[string]*memoEntry{}} }
+
+// Instant implements Querier; callers must not modify the result.
+func (m *memoQuerier) Instant(ctx context.Context, expr string, t time.Time) ([]Series, error) {
+	key := strconv.FormatInt(t.UnixMilli(), 10) + "\xff" + expr
+	m.mu.Lock()
+	e := m.m[key]
+	if e == nil {
+		e = &memoEntry{}
+		m.m[key] = e
+	}
+	m.mu.Unlock()
+	e.once.Do(func() { e.ss, e.err = m.q.Instant(ctx, expr, t) })
+	return e.ss, e.err
+}
+
+// Range implements Querier (not shared: range queries are backfills).
+func (m *memoQuerier) Range(ctx context.Context, expr string, start, end time.Time, step time.Duration) ([]Series, error) {
+	return m.q.Range(ctx, expr, start, end, step)
 }

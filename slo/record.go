@@ -46,6 +46,9 @@ type group struct {
 	lastSeen int64 // ms of the last step with data
 	refGood  storage.SeriesRef
 	refTotal storage.SeriesRef
+	// cached series of the recorded status: labels and refs, by name
+	// and window
+	out map[string]*outSeries
 	// alert state
 	state      string
 	stateSince int64
@@ -63,6 +66,18 @@ type sloState struct {
 	// data. A new group in either case resumes from the store.
 	history bool
 	evicted map[string]bool
+	// index numbers every group key ever seen, for the lookup caches.
+	index  map[string]int
+	lcache map[time.Duration]*windowCache
+}
+
+// indexOf returns the number of a group key, adding it if new.
+func (s *sloState) indexOf(key string) int {
+	if i, ok := s.index[key]; ok {
+		return i
+	}
+	s.index[key] = len(s.index)
+	return s.index[key]
 }
 
 func groupKey(l labels.Labels) string { return l.String() }
@@ -172,6 +187,7 @@ func (e *Engine) readLast(ctx context.Context, s *sloState, mint, maxt int64) (b
 		if g == nil {
 			g = &group{labels: gl, key: k, lastSeen: s.last, state: stateOK}
 			s.groups[k] = g
+			s.indexOf(k)
 		}
 		switch l.Get("event") {
 		case "good":
@@ -240,6 +256,7 @@ func (e *Engine) record(ctx context.Context, s *sloState, T int64) error {
 					delete(s.evicted, k.key)
 				}
 				s.groups[k.key] = g
+				s.indexOf(k.key)
 			}
 			seen[k.key] = true
 			if tv < 0 || math.IsNaN(tv) || math.IsInf(tv, 0) {
@@ -353,24 +370,49 @@ func (e *Engine) resume(ctx context.Context, s *sloState, g *group, t int64) err
 	return ss.Err()
 }
 
-func (e *Engine) appendGroup(app storage.Appender, s *sloState, g *group, t int64, goodRate, totalRate float64, rates bool) error {
-	var err error
-	g.refGood, err = app.Append(g.refGood, seriesLabels(metricEvents, s.c.slo.Name, g.labels, "event", "good"), t, g.cumGood)
+// outSeries is a recorded series of a group: its labels and last ref.
+type outSeries struct {
+	labels labels.Labels
+	ref    storage.SeriesRef
+}
+
+// appendOut appends v to the group's recorded series name{extra...},
+// keeping its labels and ref for the next steps.
+func (g *group) appendOut(app storage.Appender, slo string, t int64, v float64, name string, extra ...string) error {
+	key := name
+	for _, x := range extra {
+		key += "\xff" + x
+	}
+	o := g.out[key]
+	if o == nil {
+		if g.out == nil {
+			g.out = map[string]*outSeries{}
+		}
+		o = &outSeries{labels: seriesLabels(name, slo, g.labels, extra...)}
+		g.out[key] = o
+	}
+	ref, err := app.Append(o.ref, o.labels, t, v)
 	if err != nil && !isSkippable(err) {
 		return err
 	}
-	g.refTotal, err = app.Append(g.refTotal, seriesLabels(metricEvents, s.c.slo.Name, g.labels, "event", "total"), t, g.cumTotal)
-	if err != nil && !isSkippable(err) {
+	o.ref = ref
+	return nil
+}
+
+func (e *Engine) appendGroup(app storage.Appender, s *sloState, g *group, t int64, goodRate, totalRate float64, rates bool) error {
+	name := s.c.slo.Name
+	if err := g.appendOut(app, name, t, g.cumGood, metricEvents, "event", "good"); err != nil {
+		return err
+	}
+	if err := g.appendOut(app, name, t, g.cumTotal, metricEvents, "event", "total"); err != nil {
 		return err
 	}
 	if rates && !e.cfg.NoRateSeries {
-		for _, x := range []struct {
-			ev string
-			v  float64
-		}{{"good", goodRate}, {"total", totalRate}} {
-			if _, err := app.Append(0, seriesLabels(metricEventRate, s.c.slo.Name, g.labels, "event", x.ev), t, x.v); err != nil && !isSkippable(err) {
-				return err
-			}
+		if err := g.appendOut(app, name, t, goodRate, metricEventRate, "event", "good"); err != nil {
+			return err
+		}
+		if err := g.appendOut(app, name, t, totalRate, metricEventRate, "event", "total"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -382,9 +424,9 @@ func (e *Engine) eval(ctx context.Context, expr string, first, last int64) (map[
 	var ss []Series
 	var err error
 	if first == last {
-		ss, err = e.cfg.Raw.Instant(ctx, expr, time.UnixMilli(first))
+		ss, err = e.raw.Instant(ctx, expr, time.UnixMilli(first))
 	} else {
-		ss, err = e.cfg.Raw.Range(ctx, expr, time.UnixMilli(first), time.UnixMilli(last), e.cfg.Step)
+		ss, err = e.raw.Range(ctx, expr, time.UnixMilli(first), time.UnixMilli(last), e.cfg.Step)
 	}
 	if err != nil {
 		return nil, err
@@ -398,41 +440,96 @@ func (e *Engine) eval(ctx context.Context, expr string, first, last int64) (map[
 	return out, nil
 }
 
-// lookup returns, for every group of s, the cumulative good and total
-// counts recorded at step t (zero for a group without a sample there:
-// it did not exist yet).
-func (e *Engine) lookup(ctx context.Context, s *sloState, t int64) (map[string][2]float64, error) {
+// lookupAhead is how many steps a window's lookup reads at once: the
+// next cycles' lookups of the window (one step later each) are then
+// served from memory.
+const lookupAhead = 8
+
+// windowCache holds the cumulative counts of every group at a run of
+// recorded steps: vals[i][2*idx], vals[i][2*idx+1] are group idx's good
+// and total counts at step from+i*step (NaN: no sample).
+type windowCache struct {
+	from, to int64
+	vals     [][]float64
+}
+
+// lookup returns a function giving, for a group key, the cumulative good
+// and total counts recorded at step t (zero for a group without a sample
+// there: it did not exist yet). Recorded steps never change, so a read
+// covers the lookups of the next lookupAhead cycles of this window.
+func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int64) (func(key string) (float64, float64), error) {
 	step := e.cfg.Step.Milliseconds()
-	q, err := e.cfg.Store.Querier(t-step+1, t)
+	c := s.lcache[w]
+	if c == nil || t < c.from || t > c.to {
+		to := min(t+(lookupAhead-1)*step, s.last)
+		if to < t {
+			to = t
+		}
+		var err error
+		if c, err = e.readSteps(ctx, s, t, to); err != nil {
+			return nil, err
+		}
+		s.lcache[w] = c
+	}
+	row := c.vals[(t-c.from)/step]
+	return func(key string) (float64, float64) {
+		idx, ok := s.index[key]
+		if !ok || 2*idx+1 >= len(row) || math.IsNaN(row[2*idx+1]) {
+			return 0, 0
+		}
+		g := row[2*idx]
+		if math.IsNaN(g) {
+			g = 0
+		}
+		return g, row[2*idx+1]
+	}, nil
+}
+
+// readSteps reads the recorded counts of s at every step in [from, to].
+func (e *Engine) readSteps(ctx context.Context, s *sloState, from, to int64) (*windowCache, error) {
+	step := e.cfg.Step.Milliseconds()
+	c := &windowCache{from: from, to: to}
+	n := 2 * len(s.index)
+	for t := from; t <= to; t += step {
+		row := make([]float64, n)
+		for i := range row {
+			row[i] = math.NaN()
+		}
+		c.vals = append(c.vals, row)
+	}
+	q, err := e.cfg.Store.Querier(from-step+1, to)
 	if err != nil {
 		return nil, err
 	}
 	defer q.Close()
-	ss := q.Select(ctx, false, &storage.SelectHints{Start: t - step + 1, End: t},
+	ss := q.Select(ctx, false, &storage.SelectHints{Start: from - step + 1, End: to},
 		labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metricEvents),
 		labels.MustNewMatcher(labels.MatchEqual, "slo", s.c.slo.Name))
-	out := map[string][2]float64{}
 	var it chunkenc.Iterator
 	for ss.Next() {
 		l := ss.At().Labels()
+		idx, ok := s.index[groupKey(groupLabels(l, s.c.slo.GroupBy))]
+		if !ok {
+			continue
+		}
+		off := 2 * idx
+		if l.Get("event") == "total" {
+			off++
+		}
 		it = ss.At().Iterator(it)
-		if it.Seek(t-step+1) != chunkenc.ValFloat {
-			continue
+		for vt := it.Seek(from - step + 1); vt == chunkenc.ValFloat; vt = it.Next() {
+			ts, v := it.At()
+			if ts > to {
+				break
+			}
+			// The sample of step t is the last one in (t-step, t].
+			i := (ts - from + step - 1) / step
+			if i >= 0 && i < int64(len(c.vals)) {
+				c.vals[i][off] = v
+			}
 		}
-		ts, v := it.At()
-		if ts > t {
-			continue
-		}
-		k := groupKey(groupLabels(l, s.c.slo.GroupBy))
-		c := out[k]
-		if l.Get("event") == "good" {
-			c[0] = v
-		} else {
-			c[1] = v
-		}
-		out[k] = c
 	}
-	return out, ss.Err()
+	return c, ss.Err()
 }
 
 func labelsMap(l labels.Labels) map[string]string {

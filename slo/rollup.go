@@ -110,9 +110,9 @@ func (e *Engine) evalRollup(ctx context.Context, s *rollupState, now time.Time) 
 		var ss []Series
 		var err error
 		if first == last {
-			ss, err = e.cfg.Raw.Instant(ctx, s.minuteExpr, time.UnixMilli(first))
+			ss, err = e.raw.Instant(ctx, s.minuteExpr, time.UnixMilli(first))
 		} else {
-			ss, err = e.cfg.Raw.Range(ctx, s.minuteExpr, time.UnixMilli(first), time.UnixMilli(last), time.Minute)
+			ss, err = e.raw.Range(ctx, s.minuteExpr, time.UnixMilli(first), time.UnixMilli(last), time.Minute)
 		}
 		if err != nil {
 			errRec = fmt.Errorf("latency roll-up %s: %w", s.r.Name, err)

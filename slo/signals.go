@@ -170,11 +170,12 @@ func (e *Engine) sloSignals(ctx context.Context, s *sloState, st *Status) []Sign
 	if len(c.slo.Breakdown) > 0 {
 		rng := c.windows[0]
 		expr := c.breakdown(c.slo.Breakdown, rng)
-		ss, err := e.cfg.Raw.Instant(ctx, expr, st.At)
+		ss, err := e.raw.Instant(ctx, expr, st.At)
 		if err != nil {
 			e.cfg.Logger.Warn("SLO breakdown", "slo", c.slo.Name, "err", err)
 		}
 		breakdown = map[string][]Evidence{}
+		ss = append([]Series(nil), ss...) // the result is shared: sort a copy
 		sort.Slice(ss, func(i, j int) bool { return ss[i].Points[0].V > ss[j].Points[0].V })
 		for _, x := range ss {
 			k := groupKey(groupLabels(x.Labels, c.slo.GroupBy))
@@ -232,7 +233,7 @@ type activeSeries struct {
 // evalHealth evaluates a health rule at t: a series returned for at least
 // `for` is a signal.
 func (e *Engine) evalHealth(ctx context.Context, h *healthState, t time.Time) ([]Signal, error) {
-	ss, err := e.cfg.Raw.Instant(ctx, h.rule.Expr, t)
+	ss, err := e.raw.Instant(ctx, h.rule.Expr, t)
 	if err != nil {
 		return nil, fmt.Errorf("health rule %s: %w", h.rule.Name, err)
 	}

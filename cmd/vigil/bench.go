@@ -30,6 +30,7 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.CellsPerCluster, "cells", 4, "cells per cluster")
 	fs.IntVar(&cfg.Minutes, "minutes", 10, "minutes of raw metrics (one scrape every 15 s); one cycle per minute")
 	fs.StringVar(&cfg.Dir, "dir", "", "TSDB directory (default: a temporary one, removed after)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the evaluation cycles to this file")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
