@@ -2,12 +2,49 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"io"
 
 	"github.com/vigilhq/vigil/bench"
+	"github.com/vigilhq/vigil/slo"
 )
 
-// runBench runs `vigil bench produce|consume|e2e`.
+// runBench runs `vigil bench produce|consume|e2e|group`, and `vigil bench
+// slo` (the SLO engine on a synthetic fleet).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "slo" {
+		return benchSLO(ctx, args[1:], stdout, stderr)
+	}
 	return bench.Run(ctx, args, stdout, stderr)
+}
+
+// benchSLO runs `vigil bench slo`: a synthetic fleet in the embedded TSDB,
+// its ingest rate, the engine's evaluation cycles and memory.
+func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench slo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg slo.BenchConfig
+	fs.IntVar(&cfg.Clusters, "clusters", 1000, "clusters in the fleet")
+	fs.IntVar(&cfg.BrokersPerCluster, "brokers", 12, "brokers per cluster")
+	fs.IntVar(&cfg.CellsPerCluster, "cells", 4, "cells per cluster")
+	fs.IntVar(&cfg.Minutes, "minutes", 10, "minutes of raw metrics (one scrape every 15 s); one cycle per minute")
+	fs.StringVar(&cfg.Dir, "dir", "", "TSDB directory (default: a temporary one, removed after)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the evaluation cycles to this file")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Progress = stderr
+	r, err := slo.BenchFleet(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	r.WriteText(stdout)
+	return nil
 }

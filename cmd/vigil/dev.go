@@ -146,9 +146,19 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n/brokers/<id>/  one broker's endpoints (/metrics, /readyz, /admin/v1/faults with --staging)\n",
+		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n/api/v1/slos, /api/v1/signals, /api/v1/report  the SLO engine\n/brokers/<id>/  one broker's endpoints (/metrics, /readyz, /admin/v1/faults with --staging)\n",
 			strings.Join(bootstrap, ","), bs[0].ClusterID(), strings.Join(apis, ","))
 	})
+	// The SLO engine, embedded, scraping this process's metrics.
+	obs, err := startDevSLO(ctx, logger, mux, *dataDir, hostPort("127.0.0.1", *httpPort), apis, bs, perCell)
+	if err != nil {
+		for _, b := range bs {
+			b.Close()
+		}
+		closeCtrls()
+		return err
+	}
+	defer obs.Close()
 	return serveAll(ctx, logger, bs, ctrls, hostPort("127.0.0.1", *httpPort), mux)
 }
 

@@ -6,6 +6,8 @@
 //	vigil controller  one member of the metadata quorum
 //	vigil admin    operator CLI on the controller API
 //	vigil probe    synthetic produce/consume probes of every broker
+//	vigil slo      SLO spec checks and reports
+//	vigil observer the SLO engine on its own (embedded TSDB or remote Prometheus)
 package main
 
 import (
@@ -30,6 +32,8 @@ commands:
   controller  run one metadata quorum member: vigil controller --id N --peers ... [flags]
   admin    operate the cluster through the controller: vigil admin brokers|demote N|...
   probe    probe every broker of a Kafka cluster: vigil probe --bootstrap HOST:PORT --location NAME [flags]
+  slo      SLO specs and reports: vigil slo check FILE... | report | defaults
+  observer run the SLO engine on its own: vigil observer --target URL... | --remote URL
 
 Run 'vigil <command> -h' for the flags of a command.
 `
@@ -63,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "probe":
 		return runProbe(ctx, args[1:], stderr)
+	case "slo":
+		return runSLO(ctx, args[1:], stdout, stderr)
+	case "observer":
+		return runObserver(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

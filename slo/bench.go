@@ -1,0 +1,443 @@
+package slo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// BenchConfig sizes the synthetic fleet of BenchFleet.
+type BenchConfig struct {
+	Clusters          int // default 1000
+	BrokersPerCluster int // default 12
+	CellsPerCluster   int // default 4
+	// Minutes of raw metrics written, one scrape every 15 s. Default 10.
+	Minutes int
+	// Dir holds the TSDB; default a temporary directory, removed after.
+	Dir string
+	// Progress, if set, receives progress lines.
+	Progress io.Writer
+	// CPUProfile, if set, is a file for a CPU profile of the cycles.
+	CPUProfile string
+}
+
+// BenchResult is what BenchFleet measured.
+type BenchResult struct {
+	Clusters, Brokers, Cells int
+	ActiveSeries             int
+	Samples                  int64
+	IngestSeconds            float64
+	IngestSamplesPerSecond   float64
+	SLOs, HealthRules        int
+	Groups                   int // SLO groups over all SLOs
+	// FirstCycle is the cycle that loads the recorded state and catches up
+	// from the recorded history; Cycles are the steady-state cycles (one
+	// recording step each), the last of them with every window's lookup
+	// hitting recorded samples (history written 28 days back).
+	FirstCycle    time.Duration
+	Cycles        []time.Duration
+	MedianCycle   time.Duration
+	MaxCycle      time.Duration
+	HeapInuse     uint64 // bytes, after the last cycle
+	PeakRSS       uint64 // bytes, the process's high-water mark (VmHWM)
+	GOMAXPROCS    int
+	Signals       int
+	SignalsByName map[string]int
+}
+
+// BenchSpec returns the 20 SLOs of the benchmark: the defaults and
+// variants over the same metrics (other thresholds, per-broker groups,
+// per-API request errors), plus the default health rules and roll-up.
+func BenchSpec() *Spec {
+	s := Defaults()
+	add := func(name string, sli SLI, obj float64, by []string) {
+		s.SLOs = append(s.SLOs, SLO{Name: name, SLI: sli, Objective: obj, Window: Duration(28 * 24 * time.Hour), GroupBy: by, Breakdown: breakdownFor(by)})
+	}
+	lat := func(m string, th float64) SLI { return SLI{Latency: &LatencySLI{Metric: m, Threshold: th}} }
+	cell := []string{"cluster", "cell"}
+	brk := []string{"cluster", "cell", "broker"}
+	add("probe-produce-availability-broker", SLI{Ratio: &RatioSLI{Bad: `rate(vigil_probe_failures_total{op="produce"}[{{.window}}])`, Total: `rate(vigil_probe_attempts_total{op="produce"}[{{.window}}])`}}, 99.9, brk)
+	for _, th := range []float64{0.1, 0.25, 1} {
+		add("probe-e2e-latency-"+strconv.FormatFloat(th, 'g', -1, 64), lat("vigil_probe_e2e_seconds", th), 99, cell)
+	}
+	for _, th := range []float64{0.05, 0.1, 0.25} {
+		add("probe-produce-latency-"+strconv.FormatFloat(th, 'g', -1, 64), lat("vigil_probe_produce_seconds", th), 99, cell)
+	}
+	add("probe-produce-latency-broker", lat("vigil_probe_produce_seconds", 0.1), 99, brk)
+	for _, api := range []string{"produce", "fetch", "metadata"} {
+		add("request-errors-"+api, SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total{api="` + api + `"}[{{.window}}])`, Total: `rate(vigil_request_total{api="` + api + `"}[{{.window}}])`}}, 99.9, cell)
+	}
+	add("request-errors-cluster", SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total[{{.window}}])`, Total: `rate(vigil_request_total[{{.window}}])`}}, 99.9, []string{"cluster"})
+	add("storage-append-latency-0.01", lat("vigil_storage_append_seconds", 0.01), 99, cell)
+	add("storage-canary-latency-0.01", lat("vigil_storage_canary_seconds", 0.01), 99, cell)
+	add("storage-append-latency-broker", lat("vigil_storage_append_seconds", 0.1), 99.9, brk)
+	return s
+}
+
+func breakdownFor(by []string) []string {
+	for _, l := range by {
+		if l == "broker" {
+			return nil
+		}
+	}
+	return []string{"broker"}
+}
+
+var benchBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
+
+type benchSeries struct {
+	kind   byte // 'c' counter; 'h' histogram bucket i, ...
+	bucket int  // bucket index for histograms; len(buckets) = +Inf; -1 _count
+	hist   int  // which histogram of the broker
+	rate   float64
+	labels labels.Labels
+	ref    storage.SeriesRef
+	v      float64
+}
+
+// benchBroker is one broker's series.
+type benchBroker struct {
+	series []*benchSeries
+	slow   bool // its latencies are 20x, its probe failures 5%
+}
+
+// BenchFleet builds the synthetic fleet in an embedded TSDB, measures the
+// ingest rate, then runs the engine with BenchSpec for one cycle per
+// recording step over the written span and reports the cycle times and
+// memory.
+func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
+	if cfg.Clusters <= 0 {
+		cfg.Clusters = 1000
+	}
+	if cfg.BrokersPerCluster <= 0 {
+		cfg.BrokersPerCluster = 12
+	}
+	if cfg.CellsPerCluster <= 0 {
+		cfg.CellsPerCluster = 4
+	}
+	if cfg.Minutes <= 0 {
+		cfg.Minutes = 10
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "vigil-slo-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	spec := BenchSpec()
+	db, err := OpenTSDB(dir, TSDBOptions{OutOfOrder: 30 * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+
+	// The fleet: per broker one probe location, the probe produce and
+	// e2e histograms, probe attempts and failures, requests and errors
+	// for 5 APIs, and the storage append and canary histograms: 84
+	// series.
+	var brokers []*benchBroker
+	hists := []string{"vigil_probe_e2e_seconds", "vigil_probe_produce_seconds", "vigil_storage_append_seconds", "vigil_storage_canary_seconds"}
+	apis := []string{"produce", "fetch", "metadata", "offset_commit", "list_offsets"}
+	perCell := max(1, cfg.BrokersPerCluster/cfg.CellsPerCluster)
+	for c := 0; c < cfg.Clusters; c++ {
+		cluster := fmt.Sprintf("c%04d", c)
+		for b := 0; b < cfg.BrokersPerCluster; b++ {
+			cell := string(rune('a' + min(b/perCell, cfg.CellsPerCluster-1)))
+			base := labels.FromStrings("cluster", cluster, "cell", cell, "broker", strconv.Itoa(b), "job", "vigil")
+			br := &benchBroker{slow: (c*cfg.BrokersPerCluster+b)%97 == 0}
+			with := func(name string, kv ...string) labels.Labels {
+				lb := labels.NewBuilder(base).Set(labels.MetricName, name)
+				for i := 0; i+1 < len(kv); i += 2 {
+					lb.Set(kv[i], kv[i+1])
+				}
+				return lb.Labels()
+			}
+			for hi, h := range hists {
+				extra := []string{}
+				if strings.HasPrefix(h, "vigil_probe_") {
+					extra = []string{"location", "l1", "partition", strconv.Itoa(b)}
+				}
+				for i := 0; i <= len(benchBuckets); i++ {
+					le := "+Inf"
+					if i < len(benchBuckets) {
+						le = strconv.FormatFloat(benchBuckets[i], 'g', -1, 64)
+					}
+					br.series = append(br.series, &benchSeries{kind: 'h', bucket: i, hist: hi, labels: with(h+"_bucket", append(extra, "le", le)...)})
+				}
+				br.series = append(br.series, &benchSeries{kind: 'h', bucket: -1, hist: hi, labels: with(h+"_count", extra...)})
+			}
+			fail := 0.0
+			if br.slow {
+				fail = 0.05
+			}
+			br.series = append(br.series,
+				&benchSeries{kind: 'c', rate: 1, labels: with("vigil_probe_attempts_total", "op", "produce", "location", "l1")},
+				&benchSeries{kind: 'c', rate: fail, labels: with("vigil_probe_failures_total", "op", "produce", "class", "timeout", "location", "l1")})
+			for i, api := range apis {
+				br.series = append(br.series,
+					&benchSeries{kind: 'c', rate: float64(100 * (i + 1)), labels: with("vigil_request_total", "api", api)},
+					&benchSeries{kind: 'c', rate: float64(i) * 0.01, labels: with("vigil_request_errors_total", "api", api, "error", "not_leader_or_follower")})
+			}
+			brokers = append(brokers, br)
+		}
+	}
+	nSeries := 0
+	for _, b := range brokers {
+		nSeries += len(b.series)
+	}
+	res := &BenchResult{Clusters: cfg.Clusters, Brokers: len(brokers), Cells: cfg.Clusters * cfg.CellsPerCluster, ActiveSeries: nSeries,
+		SLOs: len(spec.SLOs), HealthRules: len(spec.HealthRules), GOMAXPROCS: runtime.GOMAXPROCS(0)}
+	fmt.Fprintf(progress, "fleet: %d clusters, %d brokers, %d series; writing %d minutes of scrapes\n", cfg.Clusters, len(brokers), nSeries, cfg.Minutes)
+
+	// Time: the run ends at end; raw metrics cover the last cfg.Minutes.
+	end := time.Now().Truncate(time.Minute)
+	start := end.Add(-time.Duration(cfg.Minutes) * time.Minute)
+	scrapes := cfg.Minutes*4 + 1
+	t0 := time.Now()
+	workers := runtime.GOMAXPROCS(0)
+	for s := 0; s < scrapes; s++ {
+		ts := start.Add(time.Duration(s) * 15 * time.Second).UnixMilli()
+		var wg sync.WaitGroup
+		errs := make([]error, workers)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				app := db.Appender(ctx)
+				for i := w; i < len(brokers); i += workers {
+					if err := brokers[i].scrape(app, ts, s); err != nil {
+						errs[w] = err
+						_ = app.Rollback()
+						return
+					}
+				}
+				errs[w] = app.Commit()
+			}(w)
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return nil, err
+			}
+		}
+		res.Samples += int64(nSeries)
+	}
+	res.IngestSeconds = time.Since(t0).Seconds()
+	res.IngestSamplesPerSecond = float64(res.Samples) / res.IngestSeconds
+	fmt.Fprintf(progress, "ingest: %d samples in %.1fs (%.0f samples/s)\n", res.Samples, res.IngestSeconds, res.IngestSamplesPerSecond)
+
+	clock := start
+	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
+		RollupEvery: time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	// Recorded history: the engine's cumulative counts at every step of
+	// the 10 minutes before each window's start as seen from the last
+	// cycle, and before the first cycle, so every lookup reads a real
+	// sample (in a full deployment these are a month of dense samples).
+	if err := eng.writeBenchHistory(ctx, start, end, progress); err != nil {
+		return nil, err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	first := true
+	for clock = start.Add(time.Minute + 5*time.Second); !clock.After(end.Add(5 * time.Second)); clock = clock.Add(time.Minute) {
+		c0 := time.Now()
+		if err := eng.Cycle(ctx); err != nil {
+			return nil, fmt.Errorf("cycle at %s: %w", clock.Format(time.RFC3339), err)
+		}
+		d := time.Since(c0)
+		if first {
+			res.FirstCycle = d
+			first = false
+		} else {
+			res.Cycles = append(res.Cycles, d)
+		}
+		fmt.Fprintf(progress, "cycle at %s: %v, %d signals\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond), len(eng.Signals()))
+	}
+	sorted := append([]time.Duration(nil), res.Cycles...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	if len(sorted) > 0 {
+		res.MedianCycle = sorted[len(sorted)/2]
+		res.MaxCycle = sorted[len(sorted)-1]
+	}
+	for _, st := range eng.Statuses() {
+		res.Groups += len(st.Groups)
+	}
+	res.SignalsByName = map[string]int{}
+	for _, s := range eng.Signals() {
+		res.SignalsByName[s.Name]++
+	}
+	res.Signals = len(eng.Signals())
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapInuse = ms.HeapInuse
+	res.PeakRSS = peakRSS()
+	return res, nil
+}
+
+// scrape appends one scrape of the broker: counters grow by rate*15s,
+// each histogram gets 100 observations per scrape, spread over buckets
+// around 5 ms (20x slower on a slow broker).
+func (b *benchBroker) scrape(app storage.Appender, ts int64, n int) error {
+	if n > 0 {
+		var obs [4][]float64
+		for h := range obs {
+			obs[h] = benchObservations(b.slow, h)
+		}
+		for _, s := range b.series {
+			switch {
+			case s.kind == 'c':
+				s.v += s.rate * 15
+			case s.bucket >= 0:
+				s.v += obs[s.hist][s.bucket]
+			default:
+				s.v += 100
+			}
+		}
+	}
+	for _, s := range b.series {
+		ref, err := app.Append(s.ref, s.labels, ts, s.v)
+		if err != nil {
+			return err
+		}
+		s.ref = ref
+	}
+	return nil
+}
+
+// benchObservations returns the cumulative count per bucket of 100
+// observations: 60 at 2.5 ms, 30 at 10 ms, 9 at 50 ms, 1 at 250 ms, all
+// 20x slower on a slow broker.
+func benchObservations(slow bool, _ int) []float64 {
+	vals := []struct {
+		v float64
+		n float64
+	}{{0.0025, 60}, {0.01, 30}, {0.05, 9}, {0.25, 1}}
+	out := make([]float64, len(benchBuckets)+1)
+	for i := range out {
+		le := 1e300
+		if i < len(benchBuckets) {
+			le = benchBuckets[i]
+		}
+		for _, x := range vals {
+			v := x.v
+			if slow {
+				v *= 20
+			}
+			if v <= le {
+				out[i] += x.n
+			}
+		}
+	}
+	return out
+}
+
+// writeBenchHistory writes recorded cumulative counts for every group the
+// fleet has, at each step of the 10 minutes before start and before
+// end-W for every window W ≥ 30m, as if the engine had run for 28 days.
+func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, progress io.Writer) error {
+	t0 := time.Now()
+	n := 0
+	step := e.cfg.Step
+	for _, s := range e.slos {
+		// The groups: one instant evaluation of the SLI's total.
+		ss, err := e.cfg.Raw.Instant(ctx, s.c.total, end)
+		if err != nil {
+			return err
+		}
+		var points []time.Time
+		for _, w := range s.c.windows {
+			if w < 30*time.Minute {
+				continue
+			}
+			for k := 10; k >= 0; k-- {
+				points = append(points, end.Add(-w-time.Duration(k)*step))
+			}
+		}
+		for k := 10; k >= 1; k-- {
+			points = append(points, start.Add(-time.Duration(k)*step))
+		}
+		sort.Slice(points, func(i, j int) bool { return points[i].Before(points[j]) })
+		app := e.cfg.Store.Appender(ctx)
+		for _, x := range ss {
+			gl := groupLabels(x.Labels, s.c.slo.GroupBy)
+			lg := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "good")
+			lt := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "total")
+			var rg, rt storage.SeriesRef
+			for i, p := range points {
+				// A month of about 60 events per second, 0.05% bad.
+				total := float64(p.Unix()-points[0].Unix()+1) * 60
+				if rg, err = app.Append(rg, lg, p.UnixMilli(), total*0.9995); err != nil {
+					return fmt.Errorf("history sample %d of %s: %w", i, lg, err)
+				}
+				if rt, err = app.Append(rt, lt, p.UnixMilli(), total); err != nil {
+					return err
+				}
+				n += 2
+			}
+		}
+		if err := app.Commit(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(progress, "recorded history: %d samples in %.1fs\n", n, time.Since(t0).Seconds())
+	return nil
+}
+
+// peakRSS reads the process's resident set high-water mark (Linux).
+func peakRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseUint(f[1], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// WriteText prints the result.
+func (r *BenchResult) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "fleet            %d clusters, %d brokers, %d cells, %d active series\n", r.Clusters, r.Brokers, r.Cells, r.ActiveSeries)
+	fmt.Fprintf(w, "ingest           %d samples in %.1f s: %.0f samples/s (GOMAXPROCS %d)\n", r.Samples, r.IngestSeconds, r.IngestSamplesPerSecond, r.GOMAXPROCS)
+	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up\n", r.SLOs, r.Groups, r.HealthRules)
+	fmt.Fprintf(w, "first cycle      %v (loads the recorded state, catches up)\n", r.FirstCycle.Round(time.Millisecond))
+	fmt.Fprintf(w, "cycles           %d: median %v, max %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond), r.MaxCycle.Round(time.Millisecond))
+	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB\n", float64(r.HeapInuse)/(1<<30), float64(r.PeakRSS)/(1<<30))
+	fmt.Fprintf(w, "signals          %d %v\n", r.Signals, r.SignalsByName)
+}

@@ -1,0 +1,631 @@
+package slo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// DefaultWindows are the windows of multiwindow multi-burn-rate alerting;
+// every SLO also reports its own window.
+var DefaultWindows = []time.Duration{
+	5 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 6 * time.Hour, 24 * time.Hour, 72 * time.Hour,
+}
+
+// Store is where the engine keeps what it records: the embedded TSDB (in
+// embedded mode the same one the scraper fills) or a local TSDB of its own
+// in remote mode.
+type Store interface {
+	storage.Appendable
+	storage.Queryable
+}
+
+// Config configures an Engine.
+type Config struct {
+	Spec *Spec
+	// Raw evaluates PromQL over the raw metrics.
+	Raw Querier
+	// Store keeps the recorded series.
+	Store Store
+	// Step is the recording step: the SLIs are evaluated over [Step]
+	// ranges every Step, and every window is a multiple of it. Default 1m.
+	Step time.Duration
+	// Delay holds evaluation back behind the clock, for the ingestion lag
+	// of a remote store (a scrape interval or two). Default 0.
+	Delay time.Duration
+	// Backfill is how far back the first run records from the raw
+	// metrics (with range queries); after a restart the engine fills the
+	// steps it missed, up to one SLO window. Default 0: start now.
+	Backfill time.Duration
+	// MaxStepsPerCycle bounds the steps recorded in one cycle, so a long
+	// backfill is spread over cycles. Default 1440.
+	MaxStepsPerCycle int
+	// Windows are reported for every SLO (those longer than its window are
+	// left out). Default DefaultWindows.
+	Windows []time.Duration
+	// NoRateSeries turns off recording vigil_slo_events:rate,
+	// vigil_slo_burn_rate and vigil_slo_budget_remaining (the step rates
+	// and status history); the cumulative counts are always recorded.
+	NoRateSeries bool
+	// TopN is the number of worst offenders listed per SLO. Default 10.
+	TopN int
+	// Concurrency is the number of SLOs evaluated at once. Default
+	// GOMAXPROCS.
+	Concurrency int
+	// RollupEvery is how often latency roll-ups are recomputed (their
+	// per-minute values are recorded every minute). Default 5m.
+	RollupEvery time.Duration
+	Logger      *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Engine evaluates SLOs and health rules and publishes signals.
+type Engine struct {
+	cfg Config
+	// raw is cfg.Raw behind a per-cycle memo (set by Cycle).
+	raw    Querier
+	slos   []*sloState
+	health []*healthState
+	rolls  []*rollupState
+
+	mu       sync.RWMutex
+	statuses map[string]*Status
+	rollups  map[string]*RollupStatus
+	signals  []Signal
+	lastAt   time.Time
+	subs     map[int]chan Update
+	nextSub  int
+}
+
+// New validates cfg and returns an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Spec == nil {
+		cfg.Spec = &Spec{}
+	}
+	if cfg.Raw == nil || cfg.Store == nil {
+		return nil, errors.New("slo: Config.Raw and Config.Store are required")
+	}
+	if cfg.Step <= 0 {
+		cfg.Step = time.Minute
+	}
+	if cfg.Step%time.Second != 0 {
+		return nil, fmt.Errorf("slo: step %s is not a whole number of seconds", cfg.Step)
+	}
+	if cfg.MaxStepsPerCycle <= 0 {
+		cfg.MaxStepsPerCycle = 1440
+	}
+	if cfg.Windows == nil {
+		cfg.Windows = DefaultWindows
+	}
+	if cfg.TopN <= 0 {
+		cfg.TopN = 10
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if cfg.RollupEvery <= 0 {
+		cfg.RollupEvery = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	e := &Engine{cfg: cfg, statuses: map[string]*Status{}, rollups: map[string]*RollupStatus{}, subs: map[int]chan Update{}}
+	for i := range cfg.Spec.SLOs {
+		c, err := compile(&cfg.Spec.SLOs[i], cfg.Step, cfg.Windows)
+		if err != nil {
+			return nil, err
+		}
+		e.slos = append(e.slos, &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
+			lcache: map[time.Duration]*windowCache{}})
+	}
+	for i := range cfg.Spec.HealthRules {
+		e.health = append(e.health, &healthState{rule: &cfg.Spec.HealthRules[i], active: map[string]*activeSeries{}})
+	}
+	for i := range cfg.Spec.LatencyRollups {
+		r, err := newRollupState(&cfg.Spec.LatencyRollups[i])
+		if err != nil {
+			return nil, err
+		}
+		e.rolls = append(e.rolls, r)
+	}
+	return e, nil
+}
+
+// Step returns the recording step.
+func (e *Engine) Step() time.Duration { return e.cfg.Step }
+
+// Run evaluates every interval (default: the step) until ctx ends.
+func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = e.cfg.Step
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := e.Cycle(ctx); err != nil && ctx.Err() == nil {
+			e.cfg.Logger.Warn("SLO evaluation", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Cycle runs one evaluation at the clock's time: it records the steps
+// that ended since the last cycle, computes every SLO's status, evaluates
+// the health rules, refreshes the roll-ups when due and publishes the
+// signals. Errors of single SLOs or rules are reported in their status
+// and joined into the returned error; the others are still evaluated.
+func (e *Engine) Cycle(ctx context.Context) error {
+	now := e.cfg.Now()
+	step := e.cfg.Step.Milliseconds()
+	T := (now.Add(-e.cfg.Delay).UnixMilli() / step) * step
+
+	e.raw = newMemo(e.cfg.Raw)
+	// SLOs (with their signals) and health rules share a pool of
+	// Concurrency workers.
+	n := len(e.slos) + len(e.health)
+	statuses := make([]*Status, len(e.slos))
+	sigs := make([][]Signal, n)
+	errs := make([]error, n)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(e.cfg.Concurrency, max(1, n)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if i < len(e.slos) {
+					statuses[i], errs[i] = e.evalSLO(ctx, e.slos[i], T)
+					sigs[i] = e.sloSignals(ctx, e.slos[i], statuses[i])
+				} else {
+					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-len(e.slos)], now)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	var signals []Signal
+	for _, s := range sigs {
+		signals = append(signals, s...)
+	}
+	for _, r := range e.rolls {
+		if err := e.evalRollup(ctx, r, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sort.Slice(signals, func(i, j int) bool { return signals[i].ID < signals[j].ID })
+	e.publish(now, statuses, signals)
+	return errors.Join(errs...)
+}
+
+// Float is a float64 that encodes NaN and infinities as JSON null.
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (f *Float) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*f = Float(math.NaN())
+		return nil
+	}
+	var v float64
+	err := json.Unmarshal(b, &v)
+	*f = Float(v)
+	return err
+}
+
+// Status is an SLO's state at one evaluation.
+type Status struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Objective   float64   `json:"objective"`
+	Window      Duration  `json:"window"`
+	GroupBy     []string  `json:"group_by"`
+	SLI         string    `json:"sli"`
+	At          time.Time `json:"at"`
+	// Groups has one entry per group, sorted by labels.
+	Groups []GroupStatus `json:"groups"`
+	// Rollups aggregates the groups per cell, per cluster and for the
+	// whole fleet (the levels coarser than group_by).
+	Rollups []GroupStatus `json:"rollups,omitempty"`
+	// Worst lists the groups with the least budget left.
+	Worst []GroupStatus `json:"worst,omitempty"`
+	Error string        `json:"error,omitempty"`
+}
+
+// Alert states.
+const (
+	stateOK     = "ok"
+	stateTicket = "ticket"
+	statePage   = "page"
+	stateNoData = "no_data"
+)
+
+// GroupStatus is the state of one group (or one roll-up) of an SLO.
+type GroupStatus struct {
+	// Level is "group", or the roll-up level: cell, cluster, fleet.
+	Level  string            `json:"level"`
+	Labels map[string]string `json:"labels"`
+	// Groups counts the groups in a roll-up.
+	Groups int `json:"groups,omitempty"`
+	// Attainment is the share of good events over the SLO window, in
+	// percent.
+	Attainment Float `json:"attainment"`
+	// BudgetRemaining is the share of the window's error budget left: 1
+	// untouched, 0 spent, negative overspent.
+	BudgetRemaining Float          `json:"budget_remaining"`
+	Windows         []WindowStatus `json:"windows"`
+	// State is ok, ticket, page or no_data (no events in the window).
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"`
+	// Burning lists the multiwindow rules that fire.
+	Burning []BurningRule `json:"burning,omitempty"`
+}
+
+// WindowStatus is one window's events, error ratio and burn rate.
+type WindowStatus struct {
+	Window     Duration `json:"window"`
+	Good       float64  `json:"good"`
+	Total      float64  `json:"total"`
+	ErrorRatio Float    `json:"error_ratio"`
+	BurnRate   Float    `json:"burn_rate"`
+}
+
+// BurningRule is a multiwindow rule that fires.
+type BurningRule struct {
+	Severity  string   `json:"severity"`
+	Long      Duration `json:"long"`
+	Short     Duration `json:"short"`
+	Factor    float64  `json:"factor"`
+	LongBurn  float64  `json:"long_burn"`
+	ShortBurn float64  `json:"short_burn"`
+}
+
+// Window returns the status of window w, if reported.
+func (g *GroupStatus) Window(w time.Duration) (WindowStatus, bool) {
+	for _, x := range g.Windows {
+		if x.Window.D() == w {
+			return x, true
+		}
+	}
+	return WindowStatus{}, false
+}
+
+func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, error) {
+	c := s.c
+	st := &Status{Name: c.slo.Name, Description: c.slo.Description, Objective: c.slo.Objective, Window: c.slo.Window,
+		GroupBy: c.slo.GroupBy, SLI: c.sliExpr()}
+	if st.GroupBy == nil {
+		st.GroupBy = []string{}
+	}
+	if err := e.record(ctx, s, T); err != nil {
+		st.Error = err.Error()
+		st.At = time.UnixMilli(s.last)
+		if s.last == 0 {
+			return st, err
+		}
+		// Report what was recorded so far.
+		defer func() { st.Error = err.Error() }()
+	}
+	if s.last == 0 {
+		st.At = time.UnixMilli(T)
+		return st, nil
+	}
+	at := s.last
+	st.At = time.UnixMilli(at)
+	prev := make([]func(string) (float64, float64), len(c.windows))
+	for i, w := range c.windows {
+		m, err := e.lookup(ctx, s, w, at-w.Milliseconds())
+		if err != nil {
+			st.Error = err.Error()
+			return st, err
+		}
+		prev[i] = m
+	}
+	budget := 1 - c.slo.Objective/100
+	keys := make([]string, 0, len(s.groups))
+	for k := range s.groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	type sums struct{ good, total []float64 }
+	ordered := make([]*group, 0, len(keys))
+	for _, k := range keys {
+		g := s.groups[k]
+		ordered = append(ordered, g)
+		gs := GroupStatus{Level: "group", Labels: labelsMap(g.labels)}
+		var sm sums
+		for i, w := range c.windows {
+			pg, pt := prev[i](k)
+			dg, dt := max(0, g.cumGood-pg), max(0, g.cumTotal-pt)
+			sm.good, sm.total = append(sm.good, dg), append(sm.total, dt)
+			gs.Windows = append(gs.Windows, windowStatus(w, dg, dt, budget))
+		}
+		e.judge(c, &gs, budget)
+		// Track state changes.
+		if gs.State != g.state {
+			g.state, g.stateSince = gs.State, at
+		}
+		gs.Since = time.UnixMilli(g.stateSince)
+		st.Groups = append(st.Groups, gs)
+	}
+	st.Rollups = rollup(c, st.Groups, budget, e)
+	st.Worst = worst(st.Groups, e.cfg.TopN)
+	if !e.cfg.NoRateSeries {
+		if err := e.recordStatus(ctx, s, st, ordered, at); err != nil {
+			st.Error = err.Error()
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func windowStatus(w time.Duration, good, total, budget float64) WindowStatus {
+	ws := WindowStatus{Window: Duration(w), Good: good, Total: total, ErrorRatio: Float(math.NaN()), BurnRate: Float(math.NaN())}
+	if total > 0 {
+		er := 1 - good/total
+		ws.ErrorRatio = Float(er)
+		ws.BurnRate = Float(er / budget)
+	}
+	return ws
+}
+
+// judge sets attainment, budget and the alert state from the windows.
+func (e *Engine) judge(c *compiled, gs *GroupStatus, budget float64) {
+	gs.Attainment, gs.BudgetRemaining = Float(math.NaN()), Float(math.NaN())
+	full, _ := gs.Window(c.slo.Window.D())
+	if full.Total > 0 {
+		gs.Attainment = Float(100 * full.Good / full.Total)
+		gs.BudgetRemaining = Float(1 - float64(full.BurnRate))
+	}
+	gs.State = stateOK
+	if full.Total <= 0 {
+		gs.State = stateNoData
+		return
+	}
+	check := func(sev string, rules []BurnRule) {
+		for _, r := range rules {
+			lw, ok1 := gs.Window(r.Long.D())
+			sw, ok2 := gs.Window(r.Short.D())
+			f := r.Factor(c.slo.Window.D())
+			if !ok1 || !ok2 || math.IsNaN(float64(lw.BurnRate)) || math.IsNaN(float64(sw.BurnRate)) {
+				continue
+			}
+			if float64(lw.BurnRate) > f && float64(sw.BurnRate) > f {
+				gs.Burning = append(gs.Burning, BurningRule{Severity: sev, Long: r.Long, Short: r.Short, Factor: f,
+					LongBurn: float64(lw.BurnRate), ShortBurn: float64(sw.BurnRate)})
+				if gs.State != statePage {
+					gs.State = sev
+				}
+			}
+		}
+	}
+	check(statePage, c.pageRules())
+	check(stateTicket, c.ticketRules())
+}
+
+// rollupLevels are the aggregation levels of SLO roll-ups.
+var rollupLevels = []struct {
+	name   string
+	labels []string
+}{{"cell", []string{"cluster", "cell"}}, {"cluster", []string{"cluster"}}, {"fleet", nil}}
+
+// rollup sums the groups' events per cell, per cluster and for the fleet,
+// for the levels strictly coarser than the SLO's groups.
+func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []GroupStatus {
+	var out []GroupStatus
+	for _, lv := range rollupLevels {
+		if len(lv.labels) >= len(c.slo.GroupBy) && lv.name != "fleet" {
+			continue
+		}
+		if lv.name == "fleet" && len(c.slo.GroupBy) == 0 {
+			continue
+		}
+		ok := true
+		for _, l := range lv.labels {
+			ok = ok && slices.Contains(c.slo.GroupBy, l)
+		}
+		if !ok {
+			continue
+		}
+		agg := map[string]*GroupStatus{}
+		var order []string
+		for _, g := range groups {
+			m := map[string]string{}
+			for _, l := range lv.labels {
+				m[l] = g.Labels[l]
+			}
+			k := labelsString(m)
+			a := agg[k]
+			if a == nil {
+				a = &GroupStatus{Level: lv.name, Labels: m}
+				for _, w := range g.Windows {
+					a.Windows = append(a.Windows, WindowStatus{Window: w.Window})
+				}
+				agg[k] = a
+				order = append(order, k)
+			}
+			a.Groups++
+			for i, w := range g.Windows {
+				a.Windows[i].Good += w.Good
+				a.Windows[i].Total += w.Total
+			}
+		}
+		sort.Strings(order)
+		for _, k := range order {
+			a := agg[k]
+			for i, w := range a.Windows {
+				a.Windows[i] = windowStatus(w.Window.D(), w.Good, w.Total, budget)
+			}
+			e.judge(c, a, budget)
+			out = append(out, *a)
+		}
+	}
+	return out
+}
+
+// worst returns the n groups with the least budget left (then the
+// highest short-window burn), skipping those without data.
+func worst(groups []GroupStatus, n int) []GroupStatus {
+	var gs []GroupStatus
+	for _, g := range groups {
+		if !math.IsNaN(float64(g.BudgetRemaining)) {
+			gs = append(gs, g)
+		}
+	}
+	burn := func(g GroupStatus) float64 {
+		if len(g.Windows) == 0 || math.IsNaN(float64(g.Windows[0].BurnRate)) {
+			return 0
+		}
+		return float64(g.Windows[0].BurnRate)
+	}
+	sort.SliceStable(gs, func(i, j int) bool {
+		if gs[i].BudgetRemaining != gs[j].BudgetRemaining {
+			return gs[i].BudgetRemaining < gs[j].BudgetRemaining
+		}
+		return burn(gs[i]) > burn(gs[j])
+	})
+	if len(gs) > n {
+		gs = gs[:n]
+	}
+	return gs
+}
+
+// recordStatus appends the budget remaining and burn rates of every
+// group, for history and dashboards.
+func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, groups []*group, t int64) error {
+	app := e.cfg.Store.Appender(ctx)
+	for i, gs := range st.Groups {
+		g := groups[i]
+		if v := float64(gs.BudgetRemaining); !math.IsNaN(v) {
+			if err := g.appendOut(app, s.c.slo.Name, t, v, metricBudgetRemaining); err != nil {
+				_ = app.Rollback()
+				return err
+			}
+		}
+		for j, w := range gs.Windows {
+			if v := float64(w.BurnRate); !math.IsNaN(v) {
+				if err := g.appendOut(app, s.c.slo.Name, t, v, metricBurnRate, "window", s.c.windowNames[j]); err != nil {
+					_ = app.Rollback()
+					return err
+				}
+			}
+		}
+	}
+	return app.Commit()
+}
+
+// Statuses returns the latest status of every SLO, in spec order.
+func (e *Engine) Statuses() []*Status {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]*Status, 0, len(e.slos))
+	for _, s := range e.slos {
+		if st := e.statuses[s.c.slo.Name]; st != nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Status returns the latest status of the named SLO.
+func (e *Engine) Status(name string) (*Status, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	st, ok := e.statuses[name]
+	return st, ok
+}
+
+// SLO returns the spec of the named SLO.
+func (e *Engine) SLO(name string) (*SLO, bool) {
+	for _, s := range e.slos {
+		if s.c.slo.Name == name {
+			return s.c.slo, true
+		}
+	}
+	return nil, false
+}
+
+// History returns the recorded budget remaining and burn rate over the
+// given window of the named SLO, per group, from start to end at step.
+func (e *Engine) History(ctx context.Context, name string, start, end time.Time, step time.Duration) (map[string][]Series, error) {
+	if _, ok := e.SLO(name); !ok {
+		return nil, fmt.Errorf("no SLO %q", name)
+	}
+	q := &LocalQuerier{Engine: localEngine(), Store: e.cfg.Store}
+	out := map[string][]Series{}
+	for key, expr := range map[string]string{
+		"budget_remaining": fmt.Sprintf(`%s{slo=%q}`, metricBudgetRemaining, name),
+		"burn_rate_1h":     fmt.Sprintf(`%s{slo=%q,window="1h"}`, metricBurnRate, name),
+	} {
+		ss, err := q.Range(ctx, expr, start, end, step)
+		if err != nil {
+			return nil, err
+		}
+		for i := range ss {
+			ss[i].Labels = labels.NewBuilder(ss[i].Labels).Del(labels.MetricName, "slo", "window").Labels()
+		}
+		out[key] = ss
+	}
+	return out, nil
+}
+
+var (
+	localEngineOnce sync.Once
+	localEng        *promql.Engine
+)
+
+// localEngine is the PromQL engine for queries of the record store.
+func localEngine() *promql.Engine {
+	localEngineOnce.Do(func() { localEng = NewPromQLEngine(nil) })
+	return localEng
+}
+
+func describeGroup(m map[string]string) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, m[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
