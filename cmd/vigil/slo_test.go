@@ -357,6 +357,9 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 		if a.Error != "" || b.Error != "" {
 			t.Errorf("%s: errors: embedded %q, remote %q", name, a.Error, b.Error)
 		}
+		if len(a.Groups) == 0 {
+			t.Errorf("%s: no groups: its metrics are missing from vigil dev", name)
+		}
 		if !a.At.Equal(b.At) || len(a.Groups) != len(b.Groups) {
 			t.Errorf("%s: embedded at %v with %d groups, remote at %v with %d", name, a.At, len(a.Groups), b.At, len(b.Groups))
 			continue
