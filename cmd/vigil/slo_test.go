@@ -324,7 +324,9 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 	defer recDB.Close()
 	newEngine := func(raw slo.Querier, store slo.Store) *slo.Engine {
-		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 2 * time.Second, Delay: 3 * time.Second, Now: clock})
+		// A step of four scrape intervals: rate over [step] then sees
+		// enough samples that the two PromQL versions agree.
+		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 4 * time.Second, Delay: 3 * time.Second, Now: clock})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,10 +334,10 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 	embedded := newEngine(&slo.LocalQuerier{Engine: slo.NewPromQLEngine(nil), Store: db}, db)
 	remote := newEngine(&slo.RemoteQuerier{URL: "http://" + promAddr}, recDB)
-	// Evaluate both at the same instants until the canary SLO has 10
-	// steps of events.
+	// Evaluate both at the same instants, about once a second, until
+	// the canary SLO has had events for 30 cycles (7 steps).
 	steps := 0
-	waitUntil(t, "10 steps with disk canary events in both modes", 3*time.Minute, func() (bool, string) {
+	waitUntil(t, "30 cycles with disk canary events in both modes", 3*time.Minute, func() (bool, string) {
 		now = time.Now()
 		for _, e := range []*slo.Engine{embedded, remote} {
 			if err := e.Cycle(ctx); err != nil {
@@ -349,7 +351,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 		}
 		time.Sleep(time.Second)
-		return steps >= 10, fmt.Sprintf("%d steps", steps)
+		return steps >= 30, fmt.Sprintf("%d cycles", steps)
 	})
 	for _, name := range []string{"storage-canary-latency", "storage-append-latency", "probe-produce-availability", "broker-request-errors"} {
 		a, _ := embedded.Status(name)
@@ -372,7 +374,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			wa, _ := ga.Window(5 * time.Minute)
 			wb, _ := gb.Window(5 * time.Minute)
 			// The two scrape at different phases of the same counters:
-			// their good and bad counts over 10+ steps agree to within a
+			// their good and bad counts over 7+ steps agree to within a
 			// few events (attainments of small counts may differ more).
 			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) {
 				t.Errorf("%s %v: embedded %+v attainment %v, remote %+v attainment %v", name, ga.Labels, wa, ga.Attainment, wb, gb.Attainment)
