@@ -30,10 +30,10 @@ func (f probeFailure) String() string { return f.cell + "/" + f.broker + "@" + f
 // of brokers 0, 1 and 2, probed from locations l1 and l2, scraped every
 // 15 s from 0 to 6m: vigil_probe_attempts_total{op="produce"} grows by 15
 // a scrape (one attempt a second), and every (broker, location) has a
-// vigil_probe_failures_total{reason="timeout"} that failed once before
+// vigil_probe_failures_total{class="timeout"} that failed once before
 // the start and stays flat. From 2m on, every attempt of the failing
-// (broker, location)s fails: their failures{reason="connection_refused"}
-// grow as fast as their attempts. Consume and metadata counters, which
+// (broker, location)s fails: their failures{class="connection_refused"}
+// grow as fast as their attempts. Metadata and commit counters, which
 // the rules must ignore, fail everywhere throughout.
 func writeProbeFleet(t *testing.T, app appFunc, failing []probeFailure) {
 	t.Helper()
@@ -58,11 +58,11 @@ func writeProbeFleet(t *testing.T, app appFunc, failing []probeFailure) {
 						refused = 15 * float64(i-8)
 					}
 					add("vigil_probe_attempts_total", attempts, "op", "produce")
-					add("vigil_probe_failures_total", 1, "op", "produce", "reason", "timeout")
-					add("vigil_probe_failures_total", refused, "op", "produce", "reason", "connection_refused")
-					for _, op := range []string{"consume", "metadata"} {
+					add("vigil_probe_failures_total", 1, "op", "produce", "class", "timeout")
+					add("vigil_probe_failures_total", refused, "op", "produce", "class", "connection_refused")
+					for _, op := range []string{"metadata", "commit"} {
 						add("vigil_probe_attempts_total", attempts, "op", op)
-						add("vigil_probe_failures_total", attempts, "op", op, "reason", "timeout")
+						add("vigil_probe_failures_total", attempts, "op", op, "class", "timeout")
 					}
 				}
 			}
