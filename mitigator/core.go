@@ -163,8 +163,13 @@ func (c *core) step(now time.Time, signals []slo.Signal, view *View, viewErr str
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	// Undos first, so a mitigation ending frees its cell in the order
+	// the audit trail shows.
 	for _, id := range ids {
-		c.stepBroker(now, c.brokers[id], view, suppressed, ch)
+		c.stepUndo(now, c.brokers[id], ch)
+	}
+	for _, id := range ids {
+		c.stepNew(now, c.brokers[id], view, suppressed, ch)
 	}
 	// Replacements under way advance on every step.
 	for _, d := range c.all {
@@ -297,7 +302,13 @@ func (c *core) suppression(now time.Time, view *View, ch *changes) map[string]bo
 				len(ids), n, cell, joinIDs(ids), 100*c.cfg.MaxSickCellFraction)
 		}
 	}
-	if total >= 2 && float64(total) > c.cfg.MaxSickFleetFraction*float64(fleet) {
+	uncovered := false // sick brokers in cells not suppressed already
+	for cell := range sick {
+		if !out[cell] {
+			uncovered = true
+		}
+	}
+	if uncovered && total >= 2 && float64(total) > c.cfg.MaxSickFleetFraction*float64(fleet) {
 		out["*"] = true
 		want["fleet"] = fmt.Sprintf("%d of the %d brokers of the fleet look sick at once (the limit is %.0f%%): nothing is mitigated, because the observer itself may be what is broken; a person should look",
 			total, fleet, 100*c.cfg.MaxSickFleetFraction)
@@ -345,8 +356,10 @@ func joinIDs(ids []int32) string {
 	return strings.Join(s, ", ")
 }
 
-// stepBroker decides for one broker: undos first, then new mitigations.
-func (c *core) stepBroker(now time.Time, t *track, view *View, suppressed map[string]bool, ch *changes) {
+// stepUndo ends what should end for one broker: operator holds,
+// pending approvals whose condition cleared, mitigations of a broker
+// healthy again; and records a broker down.
+func (c *core) stepUndo(now time.Time, t *track, ch *changes) {
 	cfg := &c.cfg
 	// Operator holds end when the condition has cleared.
 	for a := range t.held {
@@ -398,6 +411,11 @@ func (c *core) stepBroker(now time.Time, t *track, view *View, suppressed map[st
 	} else if !t.activeCond(condDown) {
 		t.recordedDown = false
 	}
+}
+
+// stepNew decides new mitigations for one broker.
+func (c *core) stepNew(now time.Time, t *track, view *View, suppressed map[string]bool, ch *changes) {
+	cfg := &c.cfg
 	if suppressed[t.cell] || suppressed["*"] {
 		return
 	}
@@ -435,7 +453,7 @@ func (c *core) stepBroker(now time.Time, t *track, view *View, suppressed map[st
 		propose(ActRestart, condStuck, fmt.Sprintf("broker %d: its storage makes no progress; its leaderships have moved", t.id), t.evidence(condStuck), nil)
 	}
 	// Shrink ISR: a slow follower.
-	if t.sustained(condSlow, now, cfg.Sustain) {
+	if t.sustained(condSlow, now, cfg.Sustain) && (view == nil || view.followsInISR(t.id, slowPartitions(t.conds[condSlow].signals))) {
 		parts := slowPartitions(t.conds[condSlow].signals)
 		propose(ActShrinkISR, condSlow, fmt.Sprintf("broker %d is a slow follower for %s", t.id, cfg.Sustain), t.evidence(condSlow), parts)
 	}

@@ -160,3 +160,17 @@ func (v *View) belowMinIfRemoved(id int32, only []controller.TopicPartition) []s
 	}
 	return out
 }
+
+// followsInISR reports whether broker id is an in-sync follower of any
+// partition (of only, when given): whether there is an ISR to shrink.
+func (v *View) followsInISR(id int32, only []controller.TopicPartition) bool {
+	for _, p := range v.Partitions {
+		if len(only) > 0 && !slices.Contains(only, controller.TopicPartition{Topic: p.Topic, Partition: p.Partition}) {
+			continue
+		}
+		if p.Leader != id && slices.Contains(p.ISR, id) {
+			return true
+		}
+	}
+	return false
+}
