@@ -86,11 +86,13 @@ func TestClusterDemoteUndemote(t *testing.T) {
 	vigiltest.WaitFor(t, "broker 1 demoted and leading nothing", 20*time.Second, func() bool { n, d := leads(1); return d && n == 0 })
 	src.set()
 	vigiltest.WaitFor(t, "broker 1 undemoted and leading again", 20*time.Second, func() bool { n, d := leads(1); return !d && n > 0 })
+	// The decisions are recorded once the calls return.
 	var got []string
-	for _, d := range m.Decisions() {
-		got = append(got, d.Action+" "+d.Outcome)
-	}
-	if len(got) != 2 || got[0] != "demote done" || got[1] != "undemote done" {
-		t.Fatalf("decisions %q", got)
-	}
+	vigiltest.WaitFor(t, "the demotion and undemotion recorded as done", 20*time.Second, func() bool {
+		got = got[:0]
+		for _, d := range m.Decisions() {
+			got = append(got, d.Action+" "+d.Outcome)
+		}
+		return len(got) == 2 && got[0] == "demote done" && got[1] == "undemote done"
+	})
 }
