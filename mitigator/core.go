@@ -419,6 +419,11 @@ func (c *core) stepNew(now time.Time, t *track, view *View, suppressed map[strin
 	if suppressed[t.cell] || suppressed["*"] {
 		return
 	}
+	if view != nil {
+		if b, ok := view.Brokers[t.id]; ok && (b.State == controller.BrokerDecommissioned || b.Decommissioning) {
+			return // being or already replaced: nothing to mitigate
+		}
+	}
 	wanted := map[string]bool{}
 	propose := func(action, detector, reason string, ev []slo.Signal, parts []controller.TopicPartition) {
 		wanted[action] = true
@@ -720,6 +725,15 @@ func (c *core) complete(now time.Time, res *Decision) []*Decision {
 			delete(t.open, d.Action)
 		}
 		t.lastEnd[d.Action] = now
+	}
+	if d.Action == ActReplace {
+		// The old broker is gone: its demotion and fence end with it.
+		for a, o := range t.open {
+			o.Open, o.Updated = false, now
+			o.UndoNote = fmt.Sprintf("broker %d was replaced by broker %d (decision %s)", t.id, d.NewBroker, d.ID)
+			delete(t.open, a)
+			out = append(out, o)
+		}
 	}
 	return out
 }

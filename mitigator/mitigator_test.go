@@ -482,3 +482,26 @@ func TestFailedAction(t *testing.T) {
 		t.Fatalf("failed decision %+v", d)
 	}
 }
+
+// A broker degraded past ReplaceAfter is demoted first, then replaced;
+// the replacement ends its demotion, and the decommissioned broker is not
+// mitigated again.
+func TestReplaceDegradedBrokerEndsItsDemotion(t *testing.T) {
+	fc := newFakeCtrl(3, 3, 2)
+	h := newHarness(t, fc, true, func(c *Config) { c.ReplaceAfter = time.Minute })
+	s := sig("storage_degraded", 1)
+	h.at(0, s)
+	h.at(3*sec, s)
+	h.at(57*sec, s)
+	h.at(sec, s)
+	h.wantDecisions("demote done 1", "replace done 1")
+	ds := h.m.Decisions()
+	if ds[0].Open || !strings.Contains(ds[0].UndoNote, "replaced by broker 3") {
+		t.Fatalf("demotion after the replacement: %+v", ds[0])
+	}
+	for range 3 {
+		h.at(time.Minute, s)
+	}
+	h.wantDecisions("demote done 1", "replace done 1")
+	h.wantCalls("demote 1", "reassign 3", "decommission 1")
+}
