@@ -505,10 +505,13 @@ func (c *core) cooled(t *track, action string, now time.Time) bool {
 func (c *core) propose(now time.Time, t *track, action, detector, reason string, ev []slo.Signal, parts []controller.TopicPartition, ch *changes) {
 	verdict, notes := c.policy(now, t, action, &parts)
 	if verdict != "" {
-		if t.refused[action] == verdict {
+		// The controller's error varies from call to call: the same
+		// refusal is recorded once whatever it says.
+		key, _, _ := strings.Cut(verdict, viewErrSep)
+		if t.refused[action] == key {
 			return
 		}
-		t.refused[action] = verdict
+		t.refused[action] = key
 		d := c.newDecision(now, action, t.id, t.cell, detector, reason, ev)
 		d.Outcome, d.Policy = OutRefused, "refused: "+verdict
 		ch.add(d)
@@ -601,7 +604,7 @@ func (c *core) policy(now time.Time, t *track, action string, parts *[]controlle
 	}
 	view := c.view
 	if view == nil {
-		return "no cluster view from the controller, so min.insync.replicas cannot be checked: " + c.viewErr, ""
+		return "no cluster view from the controller, so min.insync.replicas cannot be checked" + viewErrSep + c.viewErr + ")", ""
 	}
 	switch action {
 	case ActDemote:
@@ -881,6 +884,9 @@ func (c *core) restore(ds []*Decision, now time.Time) (changed []*Decision) {
 	}
 	return changed
 }
+
+// viewErrSep introduces the controller's error in a refusal.
+const viewErrSep = " (controller: "
 
 type conflictError struct{ msg string }
 

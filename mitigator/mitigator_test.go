@@ -461,10 +461,19 @@ func TestNoViewRefuses(t *testing.T) {
 	s := sig("storage_degraded", 2)
 	h.at(0, s)
 	h.at(3*sec, s)
+	fc.mu.Lock()
+	fc.metaErr = errors.New("i/o timeout")
+	fc.mu.Unlock()
+	h.at(sec, s) // another error, the same refusal: recorded once
 	h.wantDecisions("demote refused 2")
 	if p := h.m.Decisions()[0].Policy; !strings.Contains(p, "connection refused") {
 		t.Fatalf("policy %q", p)
 	}
+	fc.mu.Lock()
+	fc.metaErr = nil
+	fc.mu.Unlock()
+	h.at(sec, s)
+	h.wantDecisions("demote refused 2", "demote done 2")
 }
 
 // A failed action is recorded as failed with its error and retried only
