@@ -46,6 +46,17 @@ func freePortRange(t *testing.T, n int) int {
 	return 0
 }
 
+// devPorts returns the Kafka and HTTP ports for a `vigil dev` with up to
+// brokers brokers, taken from one range of free ports so that none of
+// the ports dev derives from them overlap: HTTP at http, controller APIs
+// at http+1.., their Raft at http+11.. (up to 5 controllers), brokers at
+// kafka, kafka+1, ...
+func devPorts(t *testing.T, brokers int) (kafka, httpPort int) {
+	t.Helper()
+	base := freePortRange(t, 16+brokers)
+	return base + 16, base
+}
+
 // TestDevRunsAThreeBrokerCluster runs `vigil dev --brokers 3` (with one
 // controller and with a quorum of three): the health endpoints answer 200,
 // a topic created through kadm with the default replication factor gets
@@ -54,8 +65,7 @@ func freePortRange(t *testing.T, n int) int {
 func TestDevRunsAThreeBrokerCluster(t *testing.T) {
 	for _, controllers := range []int{1, 3} {
 		t.Run("controllers="+strconv.Itoa(controllers), func(t *testing.T) {
-			kport := freePortRange(t, 3)
-			hport := freePortRange(t, 14) // HTTP, controller APIs at +1.., their Raft at +11..
+			kport, hport := devPorts(t, 3)
 			p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--brokers", "3", "--controllers", strconv.Itoa(controllers),
 				"--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 			get := func(path string) (int, string) {

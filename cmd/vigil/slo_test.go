@@ -62,7 +62,7 @@ func getJSON(url string, v any) error {
 // own metrics; the default SLOs evaluate without errors, the disk canary
 // SLO has data per cell, and `vigil slo report` prints it.
 func TestDevEvaluatesDefaultSLOs(t *testing.T) {
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
+	kport, hport := devPorts(t, 3)
 	p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	var resp struct {
 		Data struct {
@@ -203,8 +203,13 @@ func TestKillBrokerRaisesSignalNamingIt(t *testing.T) {
 		w, _ := st.Groups[0].Window(5 * time.Minute)
 		return w.Total > 0, fmt.Sprintf("%+v", st.Groups[0])
 	})
-	if sigs := obs.Engine.Signals(); len(sigs) != 0 {
-		t.Fatalf("signals while healthy: %+v", sigs)
+	// No health rule fires while the cluster is healthy. (An SLO may
+	// burn: with a few dozen canary events, one fsync over 100 ms on a
+	// loaded machine is a 3% error ratio, and that is what it says.)
+	for _, sig := range obs.Engine.Signals() {
+		if sig.Source != "slo" {
+			t.Fatalf("signal while healthy: %+v", sig)
+		}
 	}
 	updates, unsubscribe := obs.Engine.Subscribe(16)
 	defer unsubscribe()
@@ -254,7 +259,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 		}
 		t.Skip("prometheus is not installed (apt-get install prometheus)")
 	}
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
+	kport, hport := devPorts(t, 3)
 	p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	ctrlAPI := "127.0.0.1:" + strconv.Itoa(hport+1)
 	targets := devTargets(p.http, []string{ctrlAPI}, make([]*broker.Broker, 3), func(int) string { return "a" })
@@ -324,7 +329,9 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 	defer recDB.Close()
 	newEngine := func(raw slo.Querier, store slo.Store) *slo.Engine {
-		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 2 * time.Second, Delay: 3 * time.Second, Now: clock})
+		// A step of four scrape intervals: rate over [step] then sees
+		// enough samples that the two PromQL versions agree.
+		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 4 * time.Second, Delay: 3 * time.Second, Now: clock})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,10 +339,10 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 	embedded := newEngine(&slo.LocalQuerier{Engine: slo.NewPromQLEngine(nil), Store: db}, db)
 	remote := newEngine(&slo.RemoteQuerier{URL: "http://" + promAddr}, recDB)
-	// Evaluate both at the same instants until the canary SLO has 10
-	// steps of events.
+	// Evaluate both at the same instants, about once a second, until
+	// the canary SLO has had events for 30 cycles (7 steps).
 	steps := 0
-	waitUntil(t, "10 steps with disk canary events in both modes", 3*time.Minute, func() (bool, string) {
+	waitUntil(t, "30 cycles with disk canary events in both modes", 3*time.Minute, func() (bool, string) {
 		now = time.Now()
 		for _, e := range []*slo.Engine{embedded, remote} {
 			if err := e.Cycle(ctx); err != nil {
@@ -349,13 +356,16 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 		}
 		time.Sleep(time.Second)
-		return steps >= 10, fmt.Sprintf("%d steps", steps)
+		return steps >= 30, fmt.Sprintf("%d cycles", steps)
 	})
 	for _, name := range []string{"storage-canary-latency", "storage-append-latency", "probe-produce-availability", "broker-request-errors"} {
 		a, _ := embedded.Status(name)
 		b, _ := remote.Status(name)
 		if a.Error != "" || b.Error != "" {
 			t.Errorf("%s: errors: embedded %q, remote %q", name, a.Error, b.Error)
+		}
+		if len(a.Groups) == 0 {
+			t.Errorf("%s: no groups: its metrics are missing from vigil dev", name)
 		}
 		if !a.At.Equal(b.At) || len(a.Groups) != len(b.Groups) {
 			t.Errorf("%s: embedded at %v with %d groups, remote at %v with %d", name, a.At, len(a.Groups), b.At, len(b.Groups))
@@ -368,22 +378,41 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 			wa, _ := ga.Window(5 * time.Minute)
 			wb, _ := gb.Window(5 * time.Minute)
-			// The two scrape at different phases of the same counters:
-			// their counts over 10+ steps agree to within a few events.
-			if math.Abs(wa.Total-wb.Total) > 0.25*math.Max(wa.Total, wb.Total)+3 ||
-				math.Abs(float64(ga.Attainment)-float64(gb.Attainment)) > 1 && !(math.IsNaN(float64(ga.Attainment)) && math.IsNaN(float64(gb.Attainment))) {
+			// The two scrape the same counters at different phases, and
+			// on a loaded machine either may miss a scrape and with it
+			// a step's events: counts agree to within scrape noise (a
+			// wrong rate/increase or grouping is off by far more), and
+			// error ratios to within two points.
+			t.Logf("%s %v: embedded %+v, remote %+v", name, ga.Labels, wa, wb)
+			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) || math.Abs(float64(wa.ErrorRatio-wb.ErrorRatio)) > 0.02 {
 				t.Errorf("%s %v: embedded %+v attainment %v, remote %+v attainment %v", name, ga.Labels, wa, ga.Attainment, wb, gb.Attainment)
 			}
 		}
 	}
-	ids := func(e *slo.Engine) string {
-		var s []string
+	// The same signals, with values as near as the counts behind them.
+	values := func(e *slo.Engine) map[string]float64 {
+		m := map[string]float64{}
 		for _, x := range e.Signals() {
-			s = append(s, x.ID+"="+strconv.FormatFloat(float64(x.Evidence[0].Value), 'g', -1, 64))
+			m[x.ID] = float64(x.Evidence[0].Value)
 		}
-		return strings.Join(s, "\n")
+		return m
 	}
-	if a, b := ids(embedded), ids(remote); a != b || !strings.Contains(a, `replicas{broker="1"`) {
-		t.Errorf("signals differ or lack the replicas rule:\nembedded:\n%s\nremote:\n%s", a, b)
+	a, b := values(embedded), values(remote)
+	if len(a) != len(b) {
+		t.Errorf("signals differ:\nembedded: %v\nremote:   %v", a, b)
 	}
+	for id, va := range a {
+		if vb, ok := b[id]; !ok || !near(va, vb) {
+			t.Errorf("signal %s: embedded %v, remote %v (present %v)", id, va, vb, ok)
+		}
+	}
+	if _, ok := a[`replicas{broker="1", cell="a", cluster="dev", instance="`+p.http+`", job="vigil-dev"}`]; !ok {
+		t.Errorf("no replicas signal for broker 1 among %v", a)
+	}
+}
+
+// near reports whether two measurements of the same counters taken by
+// different scrapers agree: within half, or three events.
+func near(a, b float64) bool {
+	return math.Abs(a-b) <= 0.5*math.Max(math.Abs(a), math.Abs(b))+3
 }
