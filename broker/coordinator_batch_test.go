@@ -215,4 +215,3 @@ func TestBatchedFindCoordinatorAndMultiGroupOffsetFetch(t *testing.T) {
 	check(gs[gB], map[int32]int64{2: 9}, "meta-b")
 	check(gs[gC], map[int32]int64{0: 11}, "meta-c")
 }
-
