@@ -127,6 +127,12 @@ type Config struct {
 	// (Run only).
 	CPUProfile string
 
+	// ClientTelemetry lets the benchmark's clients push KIP-714 client
+	// metrics, as franz-go does by default (at the interval the broker
+	// asks for). Off by default, so the telemetry's cost is not part of
+	// the numbers unless asked for.
+	ClientTelemetry bool
+
 	// Group benchmark: GroupID is the consumer group (empty: a new one
 	// per run), Balancer one of range, roundrobin, sticky,
 	// cooperative-sticky (classic protocol) or uniform, server-range
@@ -320,11 +326,14 @@ func parseCompression(s string) (kgo.CompressionCodec, error) {
 
 // baseOpts are the options shared by every client.
 func (c Config) baseOpts(clientID string) []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(clientID),
-		kgo.DisableClientMetrics(),
 	}
+	if !c.ClientTelemetry {
+		opts = append(opts, kgo.DisableClientMetrics())
+	}
+	return opts
 }
 
 // producerOpts builds a producer client's options. c must be defaulted.

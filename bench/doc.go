@@ -81,6 +81,9 @@
 //	--broker-metrics URL       else, from process_cpu_seconds_total at URL
 //	--progress D               progress line on stderr every D (default 1s; 0 off;
 //	                           off with --json unless given)
+//	--client-telemetry         let the clients push KIP-714 client metrics, as
+//	                           franz-go does by default (default off: numbers
+//	                           exclude telemetry)
 //	--json                     print one JSON object instead of the text summary
 //
 // Record values are random uppercase letters (like kafka-producer-perf-test's),
@@ -123,7 +126,8 @@
 //	  producers, consumers (clients actually used; 0 for a side the mode
 //	  does not run), record_size, acks ("all", "1", "0"), idempotent,
 //	  compression, linger_ms, batch_max_bytes, target_rate (0: unlimited),
-//	  duration_seconds (0: none), target_records (0: none), warmup_seconds
+//	  duration_seconds (0: none), target_records (0: none), warmup_seconds,
+//	  client_telemetry
 //	produce              (produce, e2e) a stage:
 //	  records            acknowledged records sent in the measured phase
 //	  bytes              their payload bytes

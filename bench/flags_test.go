@@ -70,7 +70,8 @@ func TestParseArgsDefaults(t *testing.T) {
 	if cfg.Topic != want.Topic || cfg.Partitions != 6 || cfg.ReplicationFactor != 1 || cfg.Producers != 4 ||
 		cfg.Consumers != 1 || cfg.RecordSize != 1024 || cfg.Acks != "all" || cfg.Compression != "none" ||
 		cfg.Duration != 10*time.Second || cfg.Records != 0 || cfg.Rate != 0 || cfg.BatchMaxBytes != 1<<20 ||
-		len(cfg.Brokers) != 1 || cfg.Brokers[0] != "127.0.0.1:9092" || cfg.ProgressInterval != time.Second {
+		len(cfg.Brokers) != 1 || cfg.Brokers[0] != "127.0.0.1:9092" || cfg.ProgressInterval != time.Second ||
+		cfg.ClientTelemetry {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }
@@ -81,7 +82,7 @@ func TestParseArgsValues(t *testing.T) {
 		"--producers", "2", "--consumers", "3", "--record-size", "100", "--acks", "1",
 		"--compression", "ZSTD", "--linger", "5ms", "--batch-max-bytes", "65536", "--records", "500",
 		"--rate", "250.5", "--warmup", "2s", "--drain-timeout", "3s", "--broker-pid", "77",
-		"--broker-metrics", "http://x:1/metrics", "--json",
+		"--broker-metrics", "http://x:1/metrics", "--json", "--client-telemetry",
 	}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,8 @@ func TestParseArgsValues(t *testing.T) {
 		cfg.ReplicationFactor != 3 || cfg.Producers != 2 || cfg.Consumers != 3 || cfg.RecordSize != 100 ||
 		cfg.Acks != "1" || cfg.Compression != "zstd" || cfg.Linger != 5*time.Millisecond ||
 		cfg.BatchMaxBytes != 65536 || cfg.Records != 500 || cfg.Rate != 250.5 || cfg.Warmup != 2*time.Second ||
-		cfg.DrainTimeout != 3*time.Second || cfg.BrokerPID != 77 || cfg.BrokerMetricsURL != "http://x:1/metrics" {
+		cfg.DrainTimeout != 3*time.Second || cfg.BrokerPID != 77 || cfg.BrokerMetricsURL != "http://x:1/metrics" ||
+		!cfg.ClientTelemetry {
 		t.Fatalf("parsed: %+v", cfg)
 	}
 	// --records alone bounds the run: no default duration.

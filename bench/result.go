@@ -51,6 +51,7 @@ type Settings struct {
 	DurationSeconds   float64  `json:"duration_seconds"`
 	TargetRecords     int64    `json:"target_records"`
 	WarmupSeconds     float64  `json:"warmup_seconds"`
+	ClientTelemetry   bool     `json:"client_telemetry"`
 }
 
 // settingsOf echoes c for a run in mode over a topic with the given number
@@ -85,6 +86,7 @@ func settingsOf(c Config, mode string, partitions int32) Settings {
 		DurationSeconds:   c.Duration.Seconds(),
 		TargetRecords:     c.Records,
 		WarmupSeconds:     c.Warmup.Seconds(),
+		ClientTelemetry:   c.ClientTelemetry,
 	}
 }
 

@@ -150,6 +150,7 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	fs.StringVar(&cfg.GroupID, "group", "", "group: consumer group `ID` (default: a new group per run)")
 	fs.Var(choice{&cfg.Balancer, groupBalancers}, "balancer", "group: range, roundrobin, sticky, cooperative-sticky (classic protocol), uniform or server-range (KIP-848)")
 	fs.IntVar(&cfg.Commits, "commits", DefaultCommits, "group: synchronous commits per member once the group is stable")
+	fs.BoolVar(&cfg.ClientTelemetry, "client-telemetry", false, "let the clients push KIP-714 client metrics, as franz-go does by default (off: the numbers exclude telemetry)")
 	// The flag package calls Usage on every parse error; print it only
 	// when asked for, and return errors with a pointer to -h instead.
 	fs.Usage = func() {}
