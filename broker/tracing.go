@@ -97,36 +97,40 @@ func (t *tracing) shutdown() error {
 var errEnoughContexts = errors.New("enough trace contexts")
 
 // recordContexts returns the distinct trace contexts found in the
-// traceparent headers of the records of batches (at most maxTraceLinks),
-// the first one first.
-func recordContexts(batches []byte) []trace.SpanContext {
+// traceparent headers of the records of the first batch of batches, the
+// first one first: at most max of them, and with max 1 only the first
+// record is read. Only the first batch is read: a producer's batch is one
+// send, whose first record's context is the parent and the rest links;
+// decoding every batch of a produce or fetch to sample 1% of spans cost
+// more than the spans themselves.
+func recordContexts(batches []byte, max int) []trace.SpanContext {
+	if len(batches) < vlog.BatchHeaderSize {
+		return nil
+	}
+	h, err := vlog.ParseBatchHeader(batches)
+	if err != nil || h.Size() < vlog.BatchHeaderSize || h.Size() > len(batches) {
+		return nil
+	}
 	var out []trace.SpanContext
 	prop := propagation.TraceContext{}
-	for len(batches) >= vlog.BatchHeaderSize {
-		h, err := vlog.ParseBatchHeader(batches)
-		if err != nil || h.Size() < vlog.BatchHeaderSize || h.Size() > len(batches) {
-			break
-		}
-		err = vlog.DecodeRecords(batches[:h.Size()], func(r *vlog.Record) error {
-			for _, hd := range r.Headers {
-				if hd.Key != "traceparent" {
-					continue
-				}
-				sc := trace.SpanContextFromContext(prop.Extract(context.Background(), propagation.MapCarrier{"traceparent": string(hd.Value)}))
-				if !sc.IsValid() || containsContext(out, sc) {
-					continue
-				}
-				if out = append(out, sc); len(out) == maxTraceLinks {
-					return errEnoughContexts
-				}
+	_ = vlog.DecodeRecords(batches[:h.Size()], func(r *vlog.Record) error {
+		for _, hd := range r.Headers {
+			if hd.Key != "traceparent" {
+				continue
 			}
-			return nil
-		})
-		if err != nil {
-			break
+			sc := trace.SpanContextFromContext(prop.Extract(context.Background(), propagation.MapCarrier{"traceparent": string(hd.Value)}))
+			if !sc.IsValid() || containsContext(out, sc) {
+				continue
+			}
+			if out = append(out, sc); len(out) == max {
+				return errEnoughContexts
+			}
 		}
-		batches = batches[h.Size():]
-	}
+		if max == 1 {
+			return errEnoughContexts
+		}
+		return nil
+	})
 	return out
 }
 
@@ -139,22 +143,26 @@ func containsContext(scs []trace.SpanContext, sc trace.SpanContext) bool {
 	return false
 }
 
-// start starts a span over batches, a child of the first trace context
-// in them and linked to the others; nil if it is not sampled.
+// start starts a span over batches, a child of the context of their
+// first record and linked to the others of the first batch; nil if it is
+// not sampled.
 func (t *tracing) start(name string, kind trace.SpanKind, at time.Time, batches []byte, attrs ...attribute.KeyValue) trace.Span {
+	// The sampling decision needs only the parent, the first record's
+	// context; the other records are read for links only once sampled.
 	ctx := context.Background()
-	var links []trace.Link
-	for i, sc := range recordContexts(batches) {
-		if i == 0 {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-			continue
-		}
-		links = append(links, trace.Link{SpanContext: sc})
+	parent := recordContexts(batches, 1)
+	if len(parent) == 1 {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent[0])
 	}
 	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(at),
-		trace.WithLinks(links...), trace.WithAttributes(append(attrs, t.broker)...))
+		trace.WithAttributes(append(attrs, t.broker)...))
 	if !span.IsRecording() {
 		return nil
+	}
+	for _, sc := range recordContexts(batches, maxTraceLinks) {
+		if len(parent) == 0 || !sc.Equal(parent[0]) {
+			span.AddLink(trace.Link{SpanContext: sc})
+		}
 	}
 	return span
 }

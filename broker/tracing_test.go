@@ -156,7 +156,7 @@ func FuzzRecordContexts(f *testing.F) {
 	f.Add(withHeader("00-zz-00f067aa0ba902b7-01"))
 	f.Add(makeBatch(-1, -1, -1, 3, []byte("x")))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if n := len(recordContexts(b)); n > maxTraceLinks {
+		if n := len(recordContexts(b, maxTraceLinks)); n > maxTraceLinks {
 			t.Fatalf("%d contexts", n)
 		}
 	})
