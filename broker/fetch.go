@@ -222,22 +222,22 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 // A follower's fetch is the replication of the records, a consumer's
 // their delivery.
 func (b *Broker) traceFetch(c *conn, parts []fetchPart, replica int32) {
-	name, op := "fetch ", "receive"
+	name, op := "fetch", "receive"
 	if replica >= 0 {
-		name, op = "replicate ", "replicate"
+		name, op = "replicate", "replicate"
 	}
 	for i := range parts {
 		fp := &parts[i]
 		if fp.buf == nil || len(*fp.buf) == 0 {
 			continue
 		}
-		attrs := messaging(op, fp.p.topic, fp.p.index, c.req.clientID)
-		if replica >= 0 {
-			attrs = append(attrs, attribute.Int("vigil.follower", int(replica)))
-		}
-		span := b.tracing.start(name+fp.p.topic, trace.SpanKindServer, c.timing.arrived, *fp.buf, attrs...)
+		span := b.tracing.start(name, fp.p.topic, trace.SpanKindServer, c.timing.arrived, *fp.buf)
 		if span == nil {
 			continue
+		}
+		span.SetAttributes(messaging(op, fp.p.topic, fp.p.index, c.req.clientID)...)
+		if replica >= 0 {
+			span.SetAttributes(attribute.Int("vigil.follower", int(replica)))
 		}
 		span.SetAttributes(attribute.Int64("messaging.kafka.offset", fp.rp.FetchOffset))
 		c.spans = append(c.spans, span)

@@ -131,11 +131,11 @@ func (b *Broker) traceProduce(c *conn, t *topic, rt *kmsg.ProduceRequestTopic, r
 	if t != nil {
 		name = t.name
 	}
-	span := b.tracing.start("produce "+name, trace.SpanKindServer, c.timing.arrived, rp.Records,
-		messaging("send", name, rp.Partition, c.req.clientID)...)
+	span := b.tracing.start("produce", name, trace.SpanKindServer, c.timing.arrived, rp.Records)
 	if span == nil {
 		return nil, time.Time{}
 	}
+	span.SetAttributes(messaging("send", name, rp.Partition, c.req.clientID)...)
 	b.tracing.child(span, "receive", c.timing.arrived, c.timing.read)
 	c.spans = append(c.spans, span)
 	return span, time.Now()

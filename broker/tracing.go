@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"time"
@@ -43,6 +44,7 @@ const maxTraceLinks = 8
 
 // tracing is a broker's tracer, nil when tracing is off.
 type tracing struct {
+	ratio    float64 // of requests whose records carry no trace context
 	provider *sdktrace.TracerProvider
 	tracer   trace.Tracer
 	broker   attribute.KeyValue
@@ -75,9 +77,12 @@ func newTracing(cfg Config, logger *slog.Logger) (*tracing, error) {
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.TracingSampleRatio))),
+		// start samples before the SDK sees a span (parent-based, else
+		// at the ratio); what reaches the SDK is recorded.
+		sdktrace.WithSampler(sdktrace.AlwaysSample()),
 	)
 	return &tracing{
+		ratio:    cfg.TracingSampleRatio,
 		provider: tp,
 		tracer:   tp.Tracer("github.com/vigilhq/vigil/broker"),
 		broker:   attribute.Int("vigil.broker", int(cfg.NodeID)),
@@ -113,7 +118,9 @@ func recordContexts(batches []byte, max int) []trace.SpanContext {
 	}
 	var out []trace.SpanContext
 	prop := propagation.TraceContext{}
-	_ = vlog.DecodeRecords(batches[:h.Size()], func(r *vlog.Record) error {
+	// Produced batches were validated and fetched ones come from the log:
+	// no second checksum.
+	_ = vlog.DecodeTrustedRecords(batches[:h.Size()], func(r *vlog.Record) error {
 		for _, hd := range r.Headers {
 			if hd.Key != "traceparent" {
 				continue
@@ -143,22 +150,23 @@ func containsContext(scs []trace.SpanContext, sc trace.SpanContext) bool {
 	return false
 }
 
-// start starts a span over batches, a child of the context of their
-// first record and linked to the others of the first batch; nil if it is
-// not sampled.
-func (t *tracing) start(name string, kind trace.SpanKind, at time.Time, batches []byte, attrs ...attribute.KeyValue) trace.Span {
-	// The sampling decision needs only the parent, the first record's
-	// context; the other records are read for links only once sampled.
+// start starts the span "verb topic" over batches, a child of the
+// context of their first record and linked to the others of the first
+// batch; nil if it is not sampled. The sampling decision comes first and
+// reads one record header, so an unsampled request builds nothing.
+func (t *tracing) start(verb, topic string, kind trace.SpanKind, at time.Time, batches []byte) trace.Span {
 	ctx := context.Background()
 	parent := recordContexts(batches, 1)
-	if len(parent) == 1 {
+	switch {
+	case len(parent) == 1 && !parent[0].IsSampled():
+		return nil
+	case len(parent) == 1:
 		ctx = trace.ContextWithRemoteSpanContext(ctx, parent[0])
-	}
-	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(at),
-		trace.WithAttributes(append(attrs, t.broker)...))
-	if !span.IsRecording() {
+	case rand.Float64() >= t.ratio:
 		return nil
 	}
+	_, span := t.tracer.Start(ctx, verb+" "+topic, trace.WithSpanKind(kind), trace.WithTimestamp(at),
+		trace.WithAttributes(t.broker))
 	for _, sc := range recordContexts(batches, maxTraceLinks) {
 		if len(parent) == 0 || !sc.Equal(parent[0]) {
 			span.AddLink(trace.Link{SpanContext: sc})

@@ -2,14 +2,20 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -160,4 +166,57 @@ func FuzzRecordContexts(f *testing.F) {
 			t.Fatalf("%d contexts", n)
 		}
 	})
+}
+
+// TestTracingSamples checks the sampling decision start makes before any
+// span is built: a record's sampled context is followed whatever the
+// ratio, an unsampled one never is, and records without a context are
+// traced at the ratio.
+func TestTracingSamples(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	tr := &tracing{provider: tp, tracer: tp.Tracer("test"), broker: attribute.Int("vigil.broker", 0)}
+	sampled := makeBatchHeaders(3, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	unsampled := makeBatchHeaders(3, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+	plain := makeBatch(-1, -1, -1, 3, []byte("x"))
+	for _, c := range []struct {
+		name    string
+		ratio   float64
+		batches []byte
+		want    int // spans of 1000 starts
+	}{
+		{"sampled parent, ratio 0", 0, sampled, 1000},
+		{"unsampled parent, ratio 1", 1, unsampled, 0},
+		{"no parent, ratio 0", 0, plain, 0},
+		{"no parent, ratio 1", 1, plain, 1000},
+	} {
+		tr.ratio = c.ratio
+		n := 0
+		for range 1000 {
+			if s := tr.start("produce", "t", trace.SpanKindServer, time.Now(), c.batches); s != nil {
+				n++
+				// A span with a parent is in the parent's trace.
+				if inParent := s.SpanContext().TraceID().String() == "4bf92f3577b34da6a3ce929d0e0e4736"; inParent != bytes.Equal(c.batches, sampled) {
+					t.Errorf("%s: span in trace %s", c.name, s.SpanContext().TraceID())
+				}
+				s.End()
+			}
+		}
+		if n != c.want {
+			t.Errorf("%s: %d spans of 1000, want %d", c.name, n, c.want)
+		}
+	}
+	// At a ratio in between, about that share of unparented requests.
+	tr.ratio = 0.1
+	n := 0
+	for range 10000 {
+		if s := tr.start("produce", "t", trace.SpanKindServer, time.Now(), plain); s != nil {
+			n++
+			s.End()
+		}
+	}
+	if n < 700 || n > 1300 {
+		t.Errorf("ratio 0.1: %d spans of 10000", n)
+	}
 }
