@@ -257,7 +257,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
 	p := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	ctrlAPI := "127.0.0.1:" + strconv.Itoa(hport+1)
-	targets := devTargets(p.http, []string{ctrlAPI}, make([]*broker.Broker, 3), func(int) string { return "a" })
+	targets := devTargets(p.http, []string{ctrlAPI}, []devBrokerInfo{{ID: 0, Cell: "a"}, {ID: 1, Cell: "a"}, {ID: 2, Cell: "a"}})
 
 	// Prometheus, with the same targets, labels and relabelling.
 	type staticConfig struct {
