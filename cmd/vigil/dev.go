@@ -99,6 +99,9 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	tmpl.OffsetsTopicReplicationFactor = rf
 	tmpl.Pprof = *pprof
 	tmpl.Staging = *staging
+	// A canary a second: the fast storage rules see a slow disk within
+	// seconds (docs/slo.md).
+	tmpl.DiskCanaryInterval = time.Second
 	cluster := newDevCluster(logger, *dataDir, tmpl)
 	for c := 0; c < *cells; c++ {
 		cell := string(rune('a' + c))

@@ -102,6 +102,9 @@ func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger
 	}
 	p, err := probes.New(probes.Config{
 		Bootstrap: bootstrap, Location: "dev", CellOf: probes.CellFromRack,
+		// Loopback answers in milliseconds: a 2s timeout lets the fast
+		// unreachable rule see a blackholed broker sooner.
+		Timeout:    devProbeTimeout,
 		Registerer: reg, Logger: logger.With("component", "probe"),
 	})
 	if err != nil { // cannot happen with this configuration
@@ -113,6 +116,9 @@ func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger
 	wg.Go(func() { _ = p.Run(ctx) })
 	return reg, func() { cancel(); wg.Wait() }
 }
+
+// devProbeTimeout bounds each probe operation of vigil dev.
+const devProbeTimeout = 2 * time.Second
 
 // devMetrics serves the brokers' metrics (h) and those of gs in one
 // exposition, in whatever format the scraper negotiates (native

@@ -394,7 +394,7 @@ func startDevSLO(ctx context.Context, logger *slog.Logger, mux *http.ServeMux, d
 		DataDir:        filepath.Join(dataDir, "slo"),
 		Targets:        devTargets(httpAddr, apis, cluster.Infos()),
 		ScrapeInterval: devScrapeInterval, Step: 10 * time.Second, EvalInterval: devEvalInterval,
-		Spec: slo.Defaults(), Logger: logger.With("component", "slo"),
+		Spec: slo.FastDefaults(), Logger: logger.With("component", "slo"),
 	})
 	if err != nil {
 		return nil, err
