@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigilhq/vigil/broker"
 	"github.com/vigilhq/vigil/controller"
 )
@@ -43,7 +45,12 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", true, "serve Go profiles at /debug/pprof/ (the HTTP port binds 127.0.0.1)")
 	staging := fs.Bool("staging", false, "allow fault injection into the brokers (vigil admin fault --broker-api http://127.0.0.1:<http-port>/brokers/<id> ...)")
+	var mit devMitigationFlags
+	mit.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := mit.validate(); err != nil {
 		return err
 	}
 	switch {
@@ -119,7 +126,8 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	probeMetrics, stopProbe := startDevProbe(ctx, bs, logger)
 	defer stopProbe()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", devMetrics(cluster.metricsHandler(), probeMetrics))
+	mitMetrics := prometheus.NewRegistry()
+	mux.Handle("/metrics", devMetrics(cluster.metricsHandler(), probeMetrics, mitMetrics))
 	mux.HandleFunc("/healthz", cluster.health("/healthz"))
 	mux.HandleFunc("/readyz", cluster.health("/readyz"))
 	if *pprof {
@@ -152,7 +160,15 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer obs.Close()
-	return serveAll(ctx, logger, cluster, ctrls, hostPort("127.0.0.1", *httpPort), mux)
+	// The mitigator, acting on the engine's signals through the
+	// controller API, with this process's brokers as its Provisioner.
+	stopMitigator, err := startDevMitigator(ctx, logger, mux, mitMetrics, *dataDir, apis, cluster, obs.Engine, mit)
+	if err != nil {
+		cluster.Close()
+		closeCtrls()
+		return err
+	}
+	return serveAll(ctx, logger, cluster, ctrls, hostPort("127.0.0.1", *httpPort), mux, stopMitigator)
 }
 
 // devProbe answers a health endpoint for every broker: 200 when all say
@@ -186,9 +202,13 @@ func (s *statusRecorder) Write(p []byte) (int, error) { return s.body.Write(p) }
 // serveAll runs the brokers and an HTTP server until ctx ends, then shuts
 // down cleanly: brokers first (controlled shutdown while the quorum is up),
 // then the controllers.
-func serveAll(ctx context.Context, logger *slog.Logger, cluster *devCluster, ctrls []*controller.Server, httpAddr string, handler http.Handler) error {
+func serveAll(ctx context.Context, logger *slog.Logger, cluster *devCluster, ctrls []*controller.Server, httpAddr string, handler http.Handler, stopFirst func()) error {
+	// Nothing acts on the brokers while they shut down (stopFirst may
+	// be called more than once).
+	defer stopFirst()
 	ln, err := net.Listen("tcp", httpAddr)
 	if err != nil {
+		stopFirst()
 		cluster.Close()
 		for _, c := range ctrls {
 			c.Close()
@@ -209,6 +229,7 @@ func serveAll(ctx context.Context, logger *slog.Logger, cluster *devCluster, ctr
 		logger.Info("signal received; shutting down")
 	case serveErr = <-cluster.serveErrs:
 	}
+	stopFirst()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = hs.Shutdown(sctx)
 	cancel()
