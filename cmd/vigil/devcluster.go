@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,6 +290,10 @@ func (c *devCluster) closeBounded(ctx context.Context, b *broker.Broker) (closed
 	case err := <-done:
 		return true, err
 	case <-t.C:
+		// A bug: say where it is stuck.
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		c.logger.Error("a broker did not close in time; goroutines follow", "timeout", c.closeTimeout(), "goroutines", stacks.String())
 		return false, fmt.Errorf("broker did not close within %s", c.closeTimeout())
 	case <-ctx.Done():
 		return false, ctx.Err()
