@@ -75,7 +75,32 @@ func startMitDev(t *testing.T, brokers int, args ...string) *mitDev {
 		_, err := d.decisionsErr()
 		return err == nil
 	})
+	d.awaitSettled(brokers)
 	return d
+}
+
+// awaitSettled waits until the probe topic of cell a has a partition per
+// broker (the probe may create it while only some brokers have
+// registered, then fixes its layout) and every partition has all its
+// replicas in sync, so that faults hit a settled cluster.
+func (d *mitDev) awaitSettled(brokers int) {
+	d.t.Helper()
+	rf := min(3, brokers)
+	waitUntil(d.t, "a settled cluster: the probe topic laid out, every ISR full", 2*time.Minute, func() (bool, string) {
+		img := d.image()
+		probe := img.Topics["__vigil_probe_a"]
+		if probe == nil || len(probe.Partitions) != brokers {
+			return false, "probe topic not laid out yet"
+		}
+		for name, tp := range img.Topics {
+			for i, p := range tp.Partitions {
+				if len(p.Replicas) != rf || len(p.ISR) != rf {
+					return false, fmt.Sprintf("%s-%d: replicas %v, ISR %v", name, i, p.Replicas, p.ISR)
+				}
+			}
+		}
+		return true, ""
+	})
 }
 
 func (d *mitDev) faults(id int32) *broker.FaultClient {
@@ -201,8 +226,8 @@ func (d *mitDev) image() *controller.Image {
 }
 
 // probeProduce returns the probe's produce attempts and failures so far,
-// over every broker.
-func (d *mitDev) probeProduce() (attempts, failures float64) {
+// over every broker but exclude (-1: none).
+func (d *mitDev) probeProduce(exclude int32) (attempts, failures float64) {
 	d.t.Helper()
 	resp, err := http.Get("http://" + d.p.http + "/metrics")
 	if err != nil {
@@ -213,7 +238,7 @@ func (d *mitDev) probeProduce() (attempts, failures float64) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.Contains(line, `op="produce"`) {
+		if !strings.Contains(line, `op="produce"`) || strings.Contains(line, `broker="`+strconv.Itoa(int(exclude))+`"`) {
 			continue
 		}
 		f := strings.Fields(line)
@@ -232,11 +257,14 @@ func (d *mitDev) probeProduce() (attempts, failures float64) {
 }
 
 // probesHealthy: over the next two seconds the probe produced records
-// and none of its produce requests failed.
-func (d *mitDev) probesHealthy() bool {
-	a0, f0 := d.probeProduce()
+// and none of its produce requests failed, leaving out those sent to
+// broker exclude (-1: none). The probe of a broker always writes to that
+// broker, so a broker that clients cannot reach keeps failing its own
+// probes however well it is mitigated: what must recover is the others'.
+func (d *mitDev) probesHealthy(exclude int32) bool {
+	a0, f0 := d.probeProduce(exclude)
 	time.Sleep(2 * time.Second)
-	a1, f1 := d.probeProduce()
+	a1, f1 := d.probeProduce(exclude)
 	return a1 > a0 && f1 == f0
 }
 
@@ -388,7 +416,7 @@ func TestMitigateStorageDegradation(t *testing.T) {
 	var mitigatedAt time.Time
 	pollUntil(t, "broker 2 demoted, leading nothing, and the probes healthy", 2*time.Minute, func() bool {
 		b := d.describe(2)
-		if !b.Demoted || b.Leaders != 0 || !d.probesHealthy() {
+		if !b.Demoted || b.Leaders != 0 || !d.probesHealthy(-1) {
 			return false
 		}
 		mitigatedAt = time.Now()
@@ -426,23 +454,23 @@ func TestMitigateGrayFailure(t *testing.T) {
 	}
 	d.await("broker 2 fenced", mitigator.ActFence, 2, mitigator.OutDone)
 	var mitigatedAt time.Time
-	pollUntil(t, "broker 2 fenced and leading nothing, every partition led, the probes healthy", 2*time.Minute, func() bool {
+	waitUntil(t, "broker 2 fenced and leading nothing, every partition led, the probes healthy", 2*time.Minute, func() (bool, string) {
 		b := d.describe(2)
 		if !b.Demoted || !b.AdminFenced || b.Leaders != 0 {
-			return false
+			return false, fmt.Sprintf("broker 2: %+v", b)
 		}
-		for _, tp := range d.image().Topics {
-			for _, p := range tp.Partitions {
+		for name, tp := range d.image().Topics {
+			for i, p := range tp.Partitions {
 				if p.Leader == controller.NoLeader || p.Leader == 2 {
-					return false
+					return false, fmt.Sprintf("%s-%d: leader %d, ISR %v", name, i, p.Leader, p.ISR)
 				}
 			}
 		}
-		if !d.probesHealthy() {
-			return false
+		if !d.probesHealthy(2) {
+			return false, "probe produce requests through brokers 0 and 1 failing"
 		}
 		mitigatedAt = time.Now()
-		return true
+		return true, ""
 	})
 	measure(t, "unreachable", faultAt, dem.At, mitigatedAt)
 
