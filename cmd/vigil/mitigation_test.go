@@ -414,13 +414,18 @@ func TestMitigateStorageDegradation(t *testing.T) {
 		t.Errorf("demoted for %s, want storage_degraded", dem.Detector)
 	}
 	var mitigatedAt time.Time
-	pollUntil(t, "broker 2 demoted, leading nothing, and the probes healthy", 2*time.Minute, func() bool {
+	waitUntil(t, "broker 2 demoted, leading nothing, and the probes through the others healthy", 2*time.Minute, func() (bool, string) {
 		b := d.describe(2)
-		if !b.Demoted || b.Leaders != 0 || !d.probesHealthy(-1) {
-			return false
+		if !b.Demoted || b.Leaders != 0 {
+			return false, fmt.Sprintf("broker 2: %+v", b)
+		}
+		// The probe of broker 2 writes to the partition broker 2
+		// should lead: demoted, it answers NOT_LEADER.
+		if !d.probesHealthy(2) {
+			return false, "probe produce requests through brokers 0 and 1 failing"
 		}
 		mitigatedAt = time.Now()
-		return true
+		return true, ""
 	})
 	measure(t, "storage_degraded", faultAt, dem.At, mitigatedAt)
 	for _, x := range d.decisions() {
