@@ -44,7 +44,12 @@ type Broker struct {
 	faults     *faults // injected faults (--staging)
 	// ISR changes made as a leader (vigil_partition_isr_*_total).
 	isrShrinks, isrExpands prometheus.Counter
-	cleaner                *vlog.Cleaner // nil when log-cleaner-threads is 0
+	// reassignThrottle limits replication to replicas being added by a
+	// reassignment (throttle.go); throttledBytes and throttledReads
+	// count what it let through and what it held back.
+	reassignThrottle               *replicaThrottle
+	throttledBytes, throttledReads prometheus.Counter
+	cleaner                        *vlog.Cleaner // nil when log-cleaner-threads is 0
 
 	telemetry *telemetryStore // KIP-714 client metrics
 
@@ -115,6 +120,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		faults:        flt,
 	}
 	b.fetchers = newFetchers(b)
+	b.reassignThrottle = newReplicaThrottle(cfg.ReplicaReassignmentThrottleBytesPerSecond, nil)
 	b.groups = newGroupCoordinator(b)
 	meta.hooks = b
 	b.telemetry = newTelemetryStore(cfg.TelemetryConfig, time.Now)

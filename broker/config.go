@@ -97,6 +97,12 @@ type Config struct {
 	// ReplicaLagTimeMax is how long a follower may stay behind the
 	// leader's log end before it leaves the ISR (replica.lag.time.max.ms).
 	ReplicaLagTimeMax time.Duration `yaml:"replica-lag-time-max"`
+	// ReplicaReassignmentThrottleBytesPerSecond limits the bytes this
+	// broker, as a leader, sends to replicas that partition reassignments
+	// are adding and that are not in the ISR yet, all together (Kafka's
+	// leader.replication.throttled.rate for the reassignment's throttled
+	// replicas); in-sync followers are never throttled. 0 means unlimited.
+	ReplicaReassignmentThrottleBytesPerSecond float64 `yaml:"replica-reassignment-throttle-bytes-per-second"`
 	// DefaultReplicationFactor is the replication factor of topics created
 	// without one (auto-created, or CreateTopics with -1)
 	// (default.replication.factor).
@@ -291,6 +297,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.TracingSampleRatio, "tracing-sample-ratio", c.TracingSampleRatio, "fraction of requests traced when their records carry no traceparent (those with one follow its sampled flag)")
 	fs.IntVar(&c.MetricsMaxTopics, "metrics-max-topics", c.MetricsMaxTopics, "topics with their own series, the most active; the rest are labelled other")
 	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
+	fs.Float64Var(&c.ReplicaReassignmentThrottleBytesPerSecond, "replica-reassignment-throttle-bytes-per-second", c.ReplicaReassignmentThrottleBytesPerSecond,
+		"limit on the bytes this broker's leaders send to replicas being added by partition reassignments (not yet in the ISR), all together, bytes per second; in-sync followers are never throttled (0: unlimited)")
 	fs.Func("default-replication-factor", "replication factor of topics created without one", func(s string) error {
 		v, err := strconv.ParseInt(s, 10, 16)
 		c.DefaultReplicationFactor = int16(v)
@@ -424,6 +432,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogCleanerThreads < 0 || c.LogCleanerThreads > 64 {
 		return fmt.Errorf("log-cleaner-threads must be in [0, 64], got %d", c.LogCleanerThreads)
+	}
+	if !(c.ReplicaReassignmentThrottleBytesPerSecond >= 0) {
+		return fmt.Errorf("replica-reassignment-throttle-bytes-per-second must be >= 0 (0: unlimited), got %v", c.ReplicaReassignmentThrottleBytesPerSecond)
 	}
 	if !(c.LogCleanerIOMaxBytesPerSecond >= 0) {
 		return fmt.Errorf("log-cleaner-io-max-bytes-per-second must be >= 0 (0: unlimited), got %v", c.LogCleanerIOMaxBytesPerSecond)

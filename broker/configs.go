@@ -117,6 +117,13 @@ func (b *Broker) brokerConfigs() []kmsg.DescribeConfigsResponseResourceConfig {
 	add("log.cleaner.io.max.bytes.per.second", strings.Replace(strconv.FormatFloat(ioRate, 'G', -1, 64), "E+", "E", 1), kmsg.ConfigTypeDouble, static)
 	add("log.cleaner.threads", strconv.Itoa(b.cfg.LogCleanerThreads), kmsg.ConfigTypeInt, static)
 	add("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString, static)
+	// The reassignment throttle, under the name of Kafka's leader-side
+	// replication throttle (Long.MAX_VALUE: unlimited).
+	throttle := int64(math.MaxInt64)
+	if r := b.reassignThrottle.limit(); r > 0 && r < math.MaxInt64 {
+		throttle = int64(r)
+	}
+	add("leader.replication.throttled.rate", strconv.FormatInt(throttle, 10), kmsg.ConfigTypeLong, static)
 	add("log.retention.check.interval.ms", strconv.FormatInt(b.cfg.RetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong, static)
 	add("node.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, static)
 	add("num.partitions", strconv.Itoa(int(b.cfg.NumPartitions)), kmsg.ConfigTypeInt, static)

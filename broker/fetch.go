@@ -40,6 +40,13 @@ type fetchPart struct {
 	// diverged is set for a follower whose log went another way: the
 	// answer carries the diverging epoch and no records.
 	diverged bool
+	// throttled is set for a replica a reassignment is adding (see
+	// throttle.go): its reads take grants from the reassignment throttle.
+	// granted is the grant behind buf; starved is set when the last read
+	// got no grant.
+	throttled bool
+	granted   int
+	starved   bool
 }
 
 // handleFetch reads whole batches from each requested partition, waiting up
@@ -105,6 +112,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 				}
 				if fp.errCode == 0 && replica >= 0 {
 					fp.errCode, fp.diverged = b.followerFetch(p, replica, rp, sp, now)
+					fp.throttled = fp.errCode == 0 && !fp.diverged && p.reassignmentThrottled(replica)
 				}
 			}
 			parts = append(parts, fp)
@@ -113,6 +121,12 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 	resp.Brokers = b.fetchEndpoints(leaders)
 	release := func() {
 		for i := range parts {
+			// A grant not settled (a fetch that failed before its
+			// answer) goes back.
+			if parts[i].granted > 0 {
+				b.reassignThrottle.settle(parts[i].granted, 0)
+				parts[i].granted = 0
+			}
 			putBuf(parts[i].buf)
 			parts[i].buf = nil
 		}
@@ -141,13 +155,17 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		}
 	}()
 	for {
-		total, errored := b.readFetch(parts, maxBytes, replica >= 0)
+		total, errored, starved := b.readFetch(parts, maxBytes, replica >= 0)
 		if total >= int(r.MinBytes) || errored || wait <= 0 || c.ctx.Err() != nil {
 			break
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
+		}
+		if starved {
+			// Read again once the reassignment throttle can grant.
+			left = min(left, max(b.reassignThrottle.delay(), time.Millisecond))
 		}
 		if wake == nil {
 			// Register, then read once more: an append between the read
@@ -172,6 +190,19 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		case <-c.ctx.Done():
 		}
 		c.timing.remote += time.Since(waitStart)
+	}
+	for i := range parts {
+		fp := &parts[i]
+		if !fp.throttled {
+			continue
+		}
+		sent := len(fp.out.RecordBatches)
+		b.reassignThrottle.settle(fp.granted, sent)
+		fp.granted = 0
+		b.throttledBytes.Add(float64(sent))
+		if fp.starved {
+			b.throttledReads.Inc()
+		}
 	}
 	if m := b.reqMetrics; m != nil && replica < 0 {
 		for i := range parts {
@@ -247,14 +278,21 @@ func (b *Broker) fetchEndpoints(ids map[int32]bool) []kmsg.FetchResponseBroker {
 }
 
 // readFetch reads every partition once (replacing earlier reads) and
-// returns the bytes read and whether any partition has an error. A
-// follower reads up to the log end, a consumer up to the high watermark.
-func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (total int, errored bool) {
+// returns the bytes read, whether any partition has an error and whether
+// the reassignment throttle held any partition back. A follower reads up
+// to the log end, a consumer up to the high watermark.
+func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (total int, errored, starved bool) {
 	minOne := true
 	for i := range parts {
 		fp := &parts[i]
 		putBuf(fp.buf)
 		fp.buf = nil
+		if fp.granted > 0 {
+			// The earlier read is replaced: its grant goes back.
+			b.reassignThrottle.settle(fp.granted, 0)
+			fp.granted = 0
+		}
+		fp.starved = false
 		sp := fp.out
 		// Never null: librdkafka rejects a null record set.
 		sp.RecordBatches = noRecords
@@ -296,8 +334,18 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (tota
 		}
 		// Read at most fetchReadMax bytes (more only for a larger first
 		// batch): the pooled buffer then always fits.
-		fp.buf = getBuf(min(max(limit, 1), fetchReadMax))
-		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, min(max(limit, 1), fetchReadMax), upTo)
+		readMax := min(max(limit, 1), fetchReadMax)
+		if fp.throttled {
+			// At most the throttle's grant; a larger first batch is
+			// still read whole (and becomes the throttle's debt).
+			if fp.granted = b.reassignThrottle.take(readMax); fp.granted == 0 {
+				fp.starved, starved = true, true
+				continue
+			}
+			readMax = fp.granted
+		}
+		fp.buf = getBuf(readMax)
+		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, readMax, upTo)
 		if err != nil {
 			sp.ErrorCode, _ = p.errorCode(err)
 			errored = true
@@ -317,5 +365,5 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (tota
 		sp.LogStartOffset = info.LogStartOffset
 		total += len(info.Records)
 	}
-	return total, errored
+	return total, errored, starved
 }

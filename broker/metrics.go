@@ -38,7 +38,9 @@ func newRegistry(nodeID int32) (*prometheus.Registry, prometheus.Registerer, *st
 func (b *Broker) registerCollectors(reg prometheus.Registerer) {
 	b.isrShrinks = counter(mISRShrinks)
 	b.isrExpands = counter(mISRExpands)
-	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.faults, b.telemetry)
+	b.throttledBytes = counter(mThrottledBytes)
+	b.throttledReads = counter(mThrottledReads)
+	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.throttledBytes, b.throttledReads, b.faults, b.telemetry)
 	if b.cfg.RequestMetrics {
 		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics)
 	}
@@ -84,6 +86,10 @@ var (
 		"ISR changes this broker made as a leader that added a follower.")
 	mHWAge = catalogue.Declare("broker", "vigil_partition_high_watermark_age_seconds", catalogue.Gauge,
 		"Over the partitions this broker leads, the longest time records have waited above the high watermark (not yet on every in-sync replica); 0 when every partition is fully replicated.")
+	mThrottledBytes = catalogue.Declare("broker", "vigil_replica_throttled_bytes_total", catalogue.Counter,
+		"Record bytes this broker, as a leader, sent to replicas a partition reassignment is adding and that are not in the ISR yet: the replication --replica-reassignment-throttle-bytes-per-second limits (counted with or without a limit).")
+	mThrottledReads = catalogue.Declare("broker", "vigil_replica_throttled_reads_total", catalogue.Counter,
+		"Partitions of follower fetches answered without records because the reassignment throttle's budget was spent.")
 	mFollowerLagRecords = catalogue.Declare("broker", "vigil_replica_follower_lag_records", catalogue.Gauge,
 		"For each follower of partitions this broker leads, the most records it is behind the leader's log end over those partitions.", "follower")
 	mFollowerLagSeconds = catalogue.Declare("broker", "vigil_replica_follower_lag_seconds", catalogue.Gauge,

@@ -419,6 +419,11 @@ func (c *core) stepNew(now time.Time, t *track, view *View, suppressed map[strin
 	if suppressed[t.cell] || suppressed["*"] {
 		return
 	}
+	if view != nil {
+		if b, ok := view.Brokers[t.id]; ok && (b.State == controller.BrokerDecommissioned || b.Decommissioning) {
+			return // being or already replaced: nothing to mitigate
+		}
+	}
 	wanted := map[string]bool{}
 	propose := func(action, detector, reason string, ev []slo.Signal, parts []controller.TopicPartition) {
 		wanted[action] = true
@@ -500,10 +505,13 @@ func (c *core) cooled(t *track, action string, now time.Time) bool {
 func (c *core) propose(now time.Time, t *track, action, detector, reason string, ev []slo.Signal, parts []controller.TopicPartition, ch *changes) {
 	verdict, notes := c.policy(now, t, action, &parts)
 	if verdict != "" {
-		if t.refused[action] == verdict {
+		// The controller's error varies from call to call: the same
+		// refusal is recorded once whatever it says.
+		key, _, _ := strings.Cut(verdict, viewErrSep)
+		if t.refused[action] == key {
 			return
 		}
-		t.refused[action] = verdict
+		t.refused[action] = key
 		d := c.newDecision(now, action, t.id, t.cell, detector, reason, ev)
 		d.Outcome, d.Policy = OutRefused, "refused: "+verdict
 		ch.add(d)
@@ -596,7 +604,7 @@ func (c *core) policy(now time.Time, t *track, action string, parts *[]controlle
 	}
 	view := c.view
 	if view == nil {
-		return "no cluster view from the controller, so min.insync.replicas cannot be checked: " + c.viewErr, ""
+		return "no cluster view from the controller, so min.insync.replicas cannot be checked" + viewErrSep + c.viewErr + ")", ""
 	}
 	switch action {
 	case ActDemote:
@@ -720,6 +728,15 @@ func (c *core) complete(now time.Time, res *Decision) []*Decision {
 			delete(t.open, d.Action)
 		}
 		t.lastEnd[d.Action] = now
+	}
+	if d.Action == ActReplace {
+		// The old broker is gone: its demotion and fence end with it.
+		for a, o := range t.open {
+			o.Open, o.Updated = false, now
+			o.UndoNote = fmt.Sprintf("broker %d was replaced by broker %d (decision %s)", t.id, d.NewBroker, d.ID)
+			delete(t.open, a)
+			out = append(out, o)
+		}
 	}
 	return out
 }
@@ -867,6 +884,9 @@ func (c *core) restore(ds []*Decision, now time.Time) (changed []*Decision) {
 	}
 	return changed
 }
+
+// viewErrSep introduces the controller's error in a refusal.
+const viewErrSep = " (controller: "
 
 type conflictError struct{ msg string }
 

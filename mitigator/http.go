@@ -173,3 +173,13 @@ func writeErr(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
 }
+
+// Mount registers the API of Handler on mux under /api/v1/mitigations,
+// /api/v1/mitigator/ and /api/v1/alertmanager, next to other APIs (the
+// SLO engine's) on one server.
+func (m *Mitigator) Mount(mux *http.ServeMux) {
+	h := m.Handler()
+	for _, p := range []string{"/api/v1/mitigations", "/api/v1/mitigations/", "/api/v1/mitigator/", "/api/v1/alertmanager"} {
+		mux.Handle(p, h)
+	}
+}

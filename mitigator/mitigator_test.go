@@ -461,10 +461,19 @@ func TestNoViewRefuses(t *testing.T) {
 	s := sig("storage_degraded", 2)
 	h.at(0, s)
 	h.at(3*sec, s)
+	fc.mu.Lock()
+	fc.metaErr = errors.New("i/o timeout")
+	fc.mu.Unlock()
+	h.at(sec, s) // another error, the same refusal: recorded once
 	h.wantDecisions("demote refused 2")
 	if p := h.m.Decisions()[0].Policy; !strings.Contains(p, "connection refused") {
 		t.Fatalf("policy %q", p)
 	}
+	fc.mu.Lock()
+	fc.metaErr = nil
+	fc.mu.Unlock()
+	h.at(sec, s)
+	h.wantDecisions("demote refused 2", "demote done 2")
 }
 
 // A failed action is recorded as failed with its error and retried only
@@ -481,4 +490,27 @@ func TestFailedAction(t *testing.T) {
 	if d := h.m.Decisions()[0]; !strings.Contains(d.Error, "NOT_CONTROLLER") || d.Steps[0].Result != "error" {
 		t.Fatalf("failed decision %+v", d)
 	}
+}
+
+// A broker degraded past ReplaceAfter is demoted first, then replaced;
+// the replacement ends its demotion, and the decommissioned broker is not
+// mitigated again.
+func TestReplaceDegradedBrokerEndsItsDemotion(t *testing.T) {
+	fc := newFakeCtrl(3, 3, 2)
+	h := newHarness(t, fc, true, func(c *Config) { c.ReplaceAfter = time.Minute })
+	s := sig("storage_degraded", 1)
+	h.at(0, s)
+	h.at(3*sec, s)
+	h.at(57*sec, s)
+	h.at(sec, s)
+	h.wantDecisions("demote done 1", "replace done 1")
+	ds := h.m.Decisions()
+	if ds[0].Open || !strings.Contains(ds[0].UndoNote, "replaced by broker 3") {
+		t.Fatalf("demotion after the replacement: %+v", ds[0])
+	}
+	for range 3 {
+		h.at(time.Minute, s)
+	}
+	h.wantDecisions("demote done 1", "replace done 1")
+	h.wantCalls("demote 1", "reassign 3", "decommission 1")
 }

@@ -76,9 +76,9 @@ func BenchSpec() *Spec {
 	}
 	add("probe-produce-latency-broker", lat("vigil_probe_produce_seconds", 0.1), 99, brk)
 	for _, api := range []string{"produce", "fetch", "metadata"} {
-		add("request-errors-"+api, SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total{api="` + api + `"}[{{.window}}])`, Total: `rate(vigil_request_total{api="` + api + `"}[{{.window}}])`}}, 99.9, cell)
+		add("request-errors-"+api, SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total{api="` + api + `"}[{{.window}}])`, Total: `rate(vigil_request_duration_seconds_count{api="` + api + `"}[{{.window}}])`}}, 99.9, cell)
 	}
-	add("request-errors-cluster", SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total[{{.window}}])`, Total: `rate(vigil_request_total[{{.window}}])`}}, 99.9, []string{"cluster"})
+	add("request-errors-cluster", SLI{Ratio: &RatioSLI{Bad: `rate(vigil_request_errors_total[{{.window}}])`, Total: `rate(vigil_request_duration_seconds_count[{{.window}}])`}}, 99.9, []string{"cluster"})
 	add("storage-append-latency-0.01", lat("vigil_storage_append_seconds", 0.01), 99, cell)
 	add("storage-canary-latency-0.01", lat("vigil_storage_canary_seconds", 0.01), 99, cell)
 	add("storage-append-latency-broker", lat("vigil_storage_append_seconds", 0.1), 99.9, brk)
@@ -193,7 +193,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 				&benchSeries{kind: 'c', rate: fail, labels: with("vigil_probe_failures_total", "op", "produce", "class", "timeout", "location", "l1")})
 			for i, api := range apis {
 				br.series = append(br.series,
-					&benchSeries{kind: 'c', rate: float64(100 * (i + 1)), labels: with("vigil_request_total", "api", api)},
+					&benchSeries{kind: 'c', rate: float64(100 * (i + 1)), labels: with("vigil_request_duration_seconds_count", "api", api)},
 					&benchSeries{kind: 'c', rate: float64(i) * 0.01, labels: with("vigil_request_errors_total", "api", api, "error", "not_leader_or_follower")})
 			}
 			brokers = append(brokers, br)

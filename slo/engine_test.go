@@ -305,3 +305,41 @@ slos:
 		t.Errorf("errors: %+v", ws)
 	}
 }
+
+// A first run with Backfill records the past from the raw metrics, at
+// most MaxStepsPerCycle steps per cycle, and ends with the answers of an
+// engine that ran throughout (TestBudgetsAndBurnRates at 60m).
+func TestBackfillSpreadOverCycles(t *testing.T) {
+	db := openTestDB(t)
+	writeFleet(t, db)
+	s, err := Parse("test.yaml", []byte(testSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.UnixMilli(0).Add(60*time.Minute + 10*time.Second)}
+	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db,
+		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour, MaxStepsPerCycle: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backfill reaches one SLO window back, steps 1..60 (step 0 would
+	// be out of the window): 1-25m, 26-50m, 51-60m, then nothing new.
+	for i, want := range []time.Duration{25 * time.Minute, 50 * time.Minute, 60 * time.Minute, 60 * time.Minute} {
+		if err := e.Cycle(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := e.Status("requests")
+		if !st.At.Equal(time.UnixMilli(0).Add(want)) {
+			t.Fatalf("cycle %d: status at %v, want %s", i+1, st.At.UTC(), want)
+		}
+	}
+	st, _ := e.Status("requests")
+	a, b := groupOf(t, st, "a"), groupOf(t, st, "b")
+	checkWindow(t, a, 5*time.Minute, 200, 200)
+	checkWindow(t, a, 30*time.Minute, 1000, 1200)
+	checkWindow(t, a, time.Hour, 2200, 2400)
+	checkWindow(t, b, time.Hour, 2200, 2200)
+	if a.State != stateOK || b.State != stateOK {
+		t.Errorf("states at 60m: a %s, b %s, want ok", a.State, b.State)
+	}
+}

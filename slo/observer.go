@@ -87,11 +87,15 @@ func StartObserver(ctx context.Context, cfg ObserverConfig) (*Observer, error) {
 		if dir == "" {
 			dir = "slo-reports"
 		}
-		if err := o.Engine.ScheduleReports(ctx, cfg.ReportSchedule, dir, cfg.Logger); err != nil {
+		done, err := o.Engine.ScheduleReports(ctx, cfg.ReportSchedule, dir, cfg.Logger)
+		if err != nil {
 			o.cancel()
 			db.Close()
 			return nil, err
 		}
+		// Close waits for a report being written.
+		o.wg.Add(1)
+		go func() { defer o.wg.Done(); <-done }()
 	}
 	if o.Scraper != nil {
 		o.wg.Add(1)

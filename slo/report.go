@@ -146,14 +146,17 @@ func groupByText(g []string) string {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // ScheduleReports writes a JSON and a Markdown report into dir on the
-// cron schedule spec (robfig/cron syntax, e.g. "@daily" or "0 8 * * MON"),
-// as slo-report-<time>.json and .md, until ctx ends.
-func (e *Engine) ScheduleReports(ctx context.Context, spec, dir string, logger *slog.Logger) error {
+// cron schedule spec (robfig/cron syntax, e.g. "@daily", "0 8 * * MON" or
+// "@every 1h"), as slo-report-<time>.json and .md, until ctx ends. The
+// returned channel is closed once ctx has ended and a report being
+// written has been finished, so a caller can wait before it removes dir
+// or closes what the engine reads.
+func (e *Engine) ScheduleReports(ctx context.Context, spec, dir string, logger *slog.Logger) (done <-chan struct{}, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	c := cron.New()
 	if _, err := c.AddFunc(spec, func() {
@@ -163,14 +166,16 @@ func (e *Engine) ScheduleReports(ctx context.Context, spec, dir string, logger *
 			logger.Info("SLO report written", "files", strings.Join(paths, ","))
 		}
 	}); err != nil {
-		return fmt.Errorf("report schedule %q: %w", spec, err)
+		return nil, fmt.Errorf("report schedule %q: %w", spec, err)
 	}
 	c.Start()
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		<-c.Stop().Done()
 	}()
-	return nil
+	return stopped, nil
 }
 
 // WriteReportFiles writes the current report into dir as JSON and

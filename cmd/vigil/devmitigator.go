@@ -59,10 +59,7 @@ func startDevMitigator(ctx context.Context, logger *slog.Logger, mux *http.Serve
 	if err != nil {
 		return nil, err
 	}
-	h := m.Handler()
-	for _, p := range []string{"/api/v1/mitigations", "/api/v1/mitigations/", "/api/v1/mitigator/", "/api/v1/alertmanager"} {
-		mux.Handle(p, h)
-	}
+	m.Mount(mux)
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {

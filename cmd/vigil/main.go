@@ -8,6 +8,7 @@
 //	vigil probe    synthetic produce/consume probes of every broker
 //	vigil slo      SLO spec checks and reports
 //	vigil observer the SLO engine on its own (embedded TSDB or remote Prometheus)
+//	vigil mitigations  the mitigator's decisions: list, show, approve, undo, mode
 package main
 
 import (
@@ -34,6 +35,8 @@ commands:
   probe    probe every broker of a Kafka cluster: vigil probe --bootstrap HOST:PORT --location NAME [flags]
   slo      SLO specs and reports: vigil slo check FILE... | report | defaults
   observer run the SLO engine on its own: vigil observer --target URL... | --remote URL
+           [--controller HOST:PORT --mitigation-mode MODE]
+  mitigations  the mitigator's decisions: vigil mitigations list|show ID|approve ID|undo ID|mode [MODE]
 
 Run 'vigil <command> -h' for the flags of a command.
 `
@@ -71,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runSLO(ctx, args[1:], stdout, stderr)
 	case "observer":
 		return runObserver(ctx, args[1:], stderr)
+	case "mitigations":
+		return runMitigations(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

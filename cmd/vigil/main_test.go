@@ -312,7 +312,7 @@ func endOffset(t *testing.T, addr, topic string) int64 {
 // back what was produced.
 func TestDevServesAndShutsDownCleanly(t *testing.T) {
 	dir := t.TempDir()
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12) // 3 brokers; HTTP, the controller API at +1, its Raft at +11
+	kport, hport := devPorts(t, 3)
 	p := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	// startVigil returns once the first broker serves; /readyz is 200
 	// once all of them do.
@@ -348,7 +348,8 @@ func TestDevServesAndShutsDownCleanly(t *testing.T) {
 
 	// The clean shutdown kept the record: a restart on the same data dir
 	// reads it back.
-	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(freePortRange(t, 3)), "--http-port", strconv.Itoa(freePortRange(t, 12)))
+	kport, hport = devPorts(t, 3)
+	p2 := startVigil(t, true, "dev", "--data-dir", dir, "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	cons, err := kgo.NewClient(kgo.SeedBrokers(p2.kafka), kgo.ConsumeTopics("dev"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

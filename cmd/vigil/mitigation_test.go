@@ -44,8 +44,7 @@ type mitDev struct {
 
 func startMitDev(t *testing.T, brokers int, args ...string) *mitDev {
 	t.Helper()
-	kport := freePortRange(t, brokers+4) // room for replacements
-	hport := freePortRange(t, 14)
+	kport, hport := devPorts(t, brokers+4) // room for replacements
 	all := append([]string{"dev", "--staging", "--data-dir", t.TempDir(), "--brokers", strconv.Itoa(brokers),
 		"--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport), "--mitigation-healthy-for", "5s", "--mitigation-cooldown", "5s"}, args...)
 	p := startVigil(t, true, all...)

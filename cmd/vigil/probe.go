@@ -92,7 +92,7 @@ func splitList(s string) []string {
 
 // startDevProbe runs the probe of `vigil dev` over every cell (a probe
 // topic per cell; cells read from the racks, as dev names them), location
-// "dev", until ctx ends or stop is called. Its metrics are to be served
+// "dev" and cluster "dev" like the rest of dev's metrics, until ctx ends or stop is called. Its metrics are to be served
 // with the brokers' (devMetrics).
 func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger) (metrics prometheus.Gatherer, stop func()) {
 	reg := prometheus.NewRegistry()
@@ -101,7 +101,7 @@ func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger
 		bootstrap = append(bootstrap, b.Addr())
 	}
 	p, err := probes.New(probes.Config{
-		Bootstrap: bootstrap, Location: "dev", CellOf: probes.CellFromRack,
+		Bootstrap: bootstrap, Location: "dev", Cluster: "dev", CellOf: probes.CellFromRack,
 		// Loopback answers in milliseconds: a 2s timeout lets the fast
 		// unreachable rule see a blackholed broker sooner.
 		Timeout:    devProbeTimeout,

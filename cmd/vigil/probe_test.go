@@ -63,7 +63,7 @@ func waitProbed(t *testing.T, p *vigilProc, url, location string, n int, records
 // every broker (its metrics on dev's /metrics), then a separate `vigil
 // probe` against it, a second vantage point, stopped by SIGINT.
 func TestProbeCommandAndDev(t *testing.T) {
-	kport, hport := freePortRange(t, 3), freePortRange(t, 12)
+	kport, hport := devPorts(t, 3)
 	dev := startVigil(t, true, "dev", "--data-dir", t.TempDir(), "--kafka-port", strconv.Itoa(kport), "--http-port", strconv.Itoa(hport))
 	waitProbed(t, dev, "http://"+dev.http+"/metrics", "dev", 3, 5)
 

@@ -16,10 +16,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigilhq/vigil/controller"
+	"github.com/vigilhq/vigil/mitigator"
 	"github.com/vigilhq/vigil/slo"
 )
 
@@ -206,6 +210,9 @@ type observerFile struct {
 	ReportSchedule string            `yaml:"report_schedule"`
 	ReportDir      string            `yaml:"report_dir"`
 	Targets        []slo.Target      `yaml:"targets"`
+	// Controllers enables the mitigator (controller API addresses).
+	Controllers    []string `yaml:"controllers"`
+	MitigationMode string   `yaml:"mitigation_mode"`
 }
 
 const observerUsage = `usage: vigil observer [--config FILE] [flags]
@@ -214,6 +221,12 @@ Runs the SLO engine on its own: embedded mode scrapes --target URLs (or the
 targets of the config file) into a TSDB in --data-dir; remote mode (--remote)
 evaluates through a Prometheus-compatible query API. Serves /api/v1/slos,
 /api/v1/slos/{name}, /api/v1/signals, /api/v1/report and /api/v1/targets.
+
+With --controller, it also runs the mitigator on the engine's signals (and
+on Alertmanager webhooks posted to /api/v1/alertmanager), acting through
+the controller API, in --mitigation-mode (default dry-run); it serves
+/api/v1/mitigations, /api/v1/mitigator/mode and /metrics (vigil_mitigator_*).
+It has no Provisioner: restarts and replacements are refused with a reason.
 
 Config file (YAML; flags override it):
 
@@ -225,6 +238,8 @@ Config file (YAML; flags override it):
   specs: [slos.yaml]
   report_schedule: "@daily"              # robfig/cron syntax
   report_dir: reports
+  controllers: [controller-0:8090]       # enables the mitigator
+  mitigation_mode: dry-run               # off | dry-run | approve | auto
   targets:
     - url: http://broker-0:8080/metrics
       labels: {cluster: prod, cell: a}
@@ -250,6 +265,9 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 	scrapeInterval := fs.Duration("scrape-interval", 0, "scrape interval (default 15s)")
 	reportSchedule := fs.String("report-schedule", "", "cron schedule of JSON and Markdown reports, e.g. @daily")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	ctrlAddrs := fs.String("controller", os.Getenv("VIGIL_CONTROLLER"), "controller API addresses, comma-separated: enables the mitigator")
+	mitMode := fs.String("mitigation-mode", "", "mitigator mode: off, dry-run (default), approve, auto")
+	token := fs.String("token", os.Getenv("VIGIL_ADMIN_TOKEN"), "admin token of the controller API")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -277,6 +295,19 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 	set(&f.DataDir, *dataDir)
 	set(&f.Remote, *remote)
 	set(&f.ReportSchedule, *reportSchedule)
+	set(&f.MitigationMode, *mitMode)
+	if *ctrlAddrs != "" {
+		f.Controllers = []string{*ctrlAddrs}
+	}
+	if f.MitigationMode == "" {
+		f.MitigationMode = mitigator.ModeDryRun
+	}
+	if !mitigator.ValidMode(f.MitigationMode) {
+		return fmt.Errorf("--mitigation-mode %q: want one of off, dry-run, approve, auto", f.MitigationMode)
+	}
+	if len(f.Controllers) == 0 && *mitMode != "" {
+		return errors.New("--mitigation-mode needs --controller: the mitigator acts through the controller API")
+	}
 	f.Specs = append(f.Specs, specs...)
 	f.NoDefaults = f.NoDefaults || *noDefaults
 	if f.Listen == "" {
@@ -346,7 +377,21 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", f.Listen, err)
 	}
-	hs := &http.Server{Handler: obs.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", obs.Handler())
+	if len(f.Controllers) > 0 {
+		cc, err := controller.NewClient(controller.ClientConfig{Addrs: f.Controllers, Token: *token})
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		reg := prometheus.NewRegistry()
+		if _, err := startMitigator(ctx, logger, mux, filepath.Join(f.DataDir, "mitigator"), f.MitigationMode, cc, nil, obs.Engine, reg, nil); err != nil {
+			return err
+		}
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	logger.Info("HTTP serving", "addr", "http://"+ln.Addr().String())
 	<-ctx.Done()

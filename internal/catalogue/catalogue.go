@@ -50,8 +50,9 @@ type Def struct {
 	Help   string
 	Labels []string
 	// Scope says who exposes it: "broker" (labelled broker=<id>),
-	// "controller" (labelled controller=<id>) or "location" (a probe,
-	// labelled location=<its vantage point>).
+	// "controller" (labelled controller=<id>), "location" (a probe,
+	// labelled location=<its vantage point>) or "mitigator" (the
+	// mitigator of vigil dev or vigil observer; no scope label).
 	Scope string
 }
 

@@ -162,6 +162,10 @@ func (c *Cluster) Stop(i int) {
 	}
 }
 
+// ControllerAddr returns the controller's HTTP API address, for a
+// controller.Client (admin actions, metadata).
+func (c *Cluster) ControllerAddr() string { return c.ctrl.Addr() }
+
 // Addr returns the address broker i listens on.
 func (c *Cluster) Addr(i int) string { return c.addrs[i] }
 
