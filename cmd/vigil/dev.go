@@ -45,6 +45,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", true, "serve Go profiles at /debug/pprof/ (the HTTP port binds 127.0.0.1)")
 	staging := fs.Bool("staging", false, "allow fault injection into the brokers (vigil admin fault --broker-api http://127.0.0.1:<http-port>/brokers/<id> ...)")
+	probeTimeout := fs.Duration("probe-timeout", devProbeTimeout, "timeout of each probe operation; short, so the fast unreachable rule sees a blackholed broker within seconds, but on a heavily loaded machine a short one also fails slow healthy requests")
 	var mit devMitigationFlags
 	mit.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -123,7 +124,7 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	bs := cluster.current()
 
-	probeMetrics, stopProbe := startDevProbe(ctx, bs, logger)
+	probeMetrics, stopProbe := startDevProbe(ctx, bs, *probeTimeout, logger)
 	defer stopProbe()
 	mux := http.NewServeMux()
 	mitMetrics := prometheus.NewRegistry()
