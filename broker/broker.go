@@ -275,13 +275,26 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		wasReady := b.ready.Swap(false)
 		b.logger.Info("broker shutting down")
+		// Controlled shutdown gets half the shutdown timeout. It waits
+		// for metadata, whose lock a write blocked on a stuck disk may
+		// hold: past the timeout, shutdown goes on, releases the injected
+		// faults (which frees that lock) and only then waits for it.
+		csDone := make(chan struct{})
 		if wasReady {
 			ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ShutdownTimeout/2)
-			b.link.controlledShutdown(ctx)
+			go func() { defer close(csDone); b.link.controlledShutdown(ctx) }()
+			select {
+			case <-csDone:
+			case <-ctx.Done():
+				b.logger.Warn("controlled shutdown did not finish in time (stuck storage?); shutting down anyway", "timeout", b.cfg.ShutdownTimeout/2)
+			}
 			cancel()
+		} else {
+			close(csDone)
 		}
 		b.cancel()
 		b.faults.close() // releases blocked writes and traffic
+		<-csDone
 		b.ln.Close()
 		b.connsMu.Lock()
 		for c := range b.conns {

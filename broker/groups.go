@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -53,6 +54,20 @@ type groupShard struct {
 	loadErr error
 	timer   *time.Timer
 	stopped bool
+	// metrics is what the last scrape collected (groupCollector).
+	metrics atomic.Pointer[shardMetrics]
+}
+
+// shardMetrics is a shard's committed offsets and group states, as the
+// metrics collector last read them.
+type shardMetrics struct {
+	offsets []shardOffset
+	states  map[[2]string]int
+}
+
+type shardOffset struct {
+	key lagKey
+	off int64
 }
 
 // Errors of shardFor.

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/vigilhq/vigil/broker/group"
 	"github.com/vigilhq/vigil/internal/catalogue"
 )
 
@@ -125,11 +124,7 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 	b.groups.mu.Lock()
 	shards := b.groups.shards
 	b.groups.mu.Unlock()
-	type committed struct {
-		key lagKey
-		off int64
-	}
-	var offsets []committed
+	var offsets []shardOffset
 	states := map[[2]string]int{}
 	loading := 0
 	for _, s := range shards {
@@ -139,13 +134,27 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 			loading++
 			continue
 		}
-		_ = s.do(func(core *group.Coordinator, _ time.Time) group.Output {
-			core.EachOffset(func(g, t string, p int32, off int64) {
-				offsets = append(offsets, committed{lagKey{g, t, p}, off})
-			})
-			core.EachGroup(func(typ, state string) { states[[2]string{typ, state}]++ })
-			return group.Output{}
-		})
+		// A shard's lock is held while a group write waits for the
+		// in-sync replicas (up to offsetsWriteTimeout): a follower that
+		// does not fetch must not stall the scrape, so a busy shard
+		// reports what it had at the last scrape that found it free.
+		if s.mu.TryLock() {
+			if !s.stopped && s.core != nil {
+				snap := &shardMetrics{states: map[[2]string]int{}}
+				s.core.EachOffset(func(g, t string, p int32, off int64) {
+					snap.offsets = append(snap.offsets, shardOffset{lagKey{g, t, p}, off})
+				})
+				s.core.EachGroup(func(typ, state string) { snap.states[[2]string{typ, state}]++ })
+				s.metrics.Store(snap)
+			}
+			s.mu.Unlock()
+		}
+		if snap := s.metrics.Load(); snap != nil {
+			offsets = append(offsets, snap.offsets...)
+			for k, n := range snap.states {
+				states[k] += n
+			}
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(mCoordLoading.Desc(), prometheus.GaugeValue, float64(loading))
 	for k, n := range states {

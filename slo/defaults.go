@@ -7,6 +7,9 @@ import (
 //go:embed defaults/defaults.yaml
 var defaultsYAML []byte
 
+//go:embed defaults/fast.yaml
+var fastYAML []byte
+
 // DefaultsYAML returns the built-in spec's YAML.
 func DefaultsYAML() []byte { return append([]byte(nil), defaultsYAML...) }
 
@@ -21,4 +24,65 @@ func Defaults() *Spec {
 		panic(err) // TestDefaults keeps this from happening
 	}
 	return s
+}
+
+// FastRulesYAML returns the YAML of the fast health rules (FastDefaults).
+func FastRulesYAML() []byte { return append([]byte(nil), fastYAML...) }
+
+// FastDefaults returns the built-in spec with the health rules of the
+// signals the mitigator acts on (storage_degraded, storage_stuck,
+// unreachable, followers_not_fetching, slow_follower) replaced by
+// short-window versions ([5s]/[10s] rates, `for` of seconds) for an engine
+// that scrapes every second: `vigil dev` runs it to meet the detection
+// bar (docs/slo.md).
+func FastDefaults() *Spec {
+	fast, err := Parse("built-in fast rules", fastYAML)
+	if err != nil {
+		panic(err) // TestFastDefaults keeps this from happening
+	}
+	return Override(Defaults(), fast)
+}
+
+// Override returns base with the SLOs, health rules and roll-ups of over
+// replacing those of base with the same name, in base's order, and the
+// others of over appended.
+func Override(base, over *Spec) *Spec {
+	out := &Spec{}
+	slos := map[string]int{}
+	for _, x := range base.SLOs {
+		slos[x.Name] = len(out.SLOs)
+		out.SLOs = append(out.SLOs, x)
+	}
+	for _, x := range over.SLOs {
+		if i, ok := slos[x.Name]; ok {
+			out.SLOs[i] = x
+		} else {
+			out.SLOs = append(out.SLOs, x)
+		}
+	}
+	rules := map[string]int{}
+	for _, x := range base.HealthRules {
+		rules[x.Name] = len(out.HealthRules)
+		out.HealthRules = append(out.HealthRules, x)
+	}
+	for _, x := range over.HealthRules {
+		if i, ok := rules[x.Name]; ok {
+			out.HealthRules[i] = x
+		} else {
+			out.HealthRules = append(out.HealthRules, x)
+		}
+	}
+	rolls := map[string]int{}
+	for _, x := range base.LatencyRollups {
+		rolls[x.Name] = len(out.LatencyRollups)
+		out.LatencyRollups = append(out.LatencyRollups, x)
+	}
+	for _, x := range over.LatencyRollups {
+		if i, ok := rolls[x.Name]; ok {
+			out.LatencyRollups[i] = x
+		} else {
+			out.LatencyRollups = append(out.LatencyRollups, x)
+		}
+	}
+	return out
 }

@@ -55,6 +55,8 @@ type Scraper struct {
 	store storage.Appendable
 	mu    sync.Mutex
 	state map[string]*targetState // by URL
+	// changed wakes Run after SetTargets.
+	changed chan struct{}
 }
 
 type targetState struct {
@@ -84,39 +86,104 @@ func NewScraper(store storage.Appendable, cfg ScrapeConfig) (*Scraper, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 64 << 20
 	}
-	seen := map[string]bool{}
-	for _, t := range cfg.Targets {
-		if t.URL == "" {
-			return nil, errors.New("scrape target without a url")
-		}
-		if seen[t.URL] {
-			return nil, fmt.Errorf("scrape target %s is listed twice", t.URL)
-		}
-		seen[t.URL] = true
-		for _, rc := range t.MetricRelabel {
-			if err := rc.Validate(model.UTF8Validation); err != nil {
-				return nil, fmt.Errorf("target %s: metric_relabel_configs: %w", t.URL, err)
-			}
-		}
+	if err := validateTargets(cfg.Targets); err != nil {
+		return nil, err
 	}
-	s := &Scraper{cfg: cfg, store: store, state: map[string]*targetState{}}
+	s := &Scraper{cfg: cfg, store: store, state: map[string]*targetState{}, changed: make(chan struct{}, 1)}
 	for _, t := range cfg.Targets {
 		s.state[t.URL] = &targetState{}
 	}
 	return s, nil
 }
 
+func validateTargets(ts []Target) error {
+	seen := map[string]bool{}
+	for _, t := range ts {
+		if t.URL == "" {
+			return errors.New("scrape target without a url")
+		}
+		if seen[t.URL] {
+			return fmt.Errorf("scrape target %s is listed twice", t.URL)
+		}
+		seen[t.URL] = true
+		for _, rc := range t.MetricRelabel {
+			if err := rc.Validate(model.UTF8Validation); err != nil {
+				return fmt.Errorf("target %s: metric_relabel_configs: %w", t.URL, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SetTargets replaces the targets while the scraper runs (a process whose
+// set of brokers changes, as vigil dev's when the mitigator provisions or
+// retires one): targets with a new URL start being scraped at once, those
+// gone stop after their scrape in progress, and a target whose URL stays
+// is scraped with its new labels and relabelling from its next scrape on.
+func (s *Scraper) SetTargets(ts []Target) error {
+	if err := validateTargets(ts); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.cfg.Targets = append([]Target(nil), ts...)
+	keep := map[string]bool{}
+	for _, t := range ts {
+		keep[t.URL] = true
+		if s.state[t.URL] == nil {
+			s.state[t.URL] = &targetState{}
+		}
+	}
+	for u := range s.state {
+		if !keep[u] {
+			delete(s.state, u)
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// target returns the current target with this URL.
+func (s *Scraper) target(url string) (Target, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.cfg.Targets {
+		if t.URL == url {
+			return t, true
+		}
+	}
+	return Target{}, false
+}
+
 // Run scrapes every target every interval until ctx ends, one goroutine
-// per target so a slow target never delays the others.
+// per target so a slow target never delays the others; SetTargets adds
+// and removes goroutines.
 func (s *Scraper) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, t := range s.cfg.Targets {
+	running := map[string]bool{}
+	var runMu sync.Mutex
+	start := func(url string) {
+		running[url] = true
 		wg.Add(1)
-		go func(t Target) {
+		go func() {
 			defer wg.Done()
 			tick := time.NewTicker(s.cfg.Interval)
 			defer tick.Stop()
 			for {
+				// Under runMu, so that a target removed and added
+				// again is either still seen here or started anew.
+				runMu.Lock()
+				t, ok := s.target(url)
+				if !ok {
+					delete(running, url)
+				}
+				runMu.Unlock()
+				if !ok {
+					return
+				}
 				_ = s.ScrapeOnce(ctx, t)
 				select {
 				case <-ctx.Done():
@@ -124,9 +191,29 @@ func (s *Scraper) Run(ctx context.Context) {
 				case <-tick.C:
 				}
 			}
-		}(t)
+		}()
 	}
-	wg.Wait()
+	for {
+		s.mu.Lock()
+		var urls []string
+		for _, t := range s.cfg.Targets {
+			urls = append(urls, t.URL)
+		}
+		s.mu.Unlock()
+		runMu.Lock()
+		for _, u := range urls {
+			if !running[u] {
+				start(u)
+			}
+		}
+		runMu.Unlock()
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-s.changed:
+		}
+	}
 }
 
 // TargetHealth is the state of one target for the API.
@@ -169,6 +256,9 @@ func (s *Scraper) ScrapeOnce(ctx context.Context, t Target) error {
 	}
 	s.mu.Lock()
 	st := s.state[t.URL]
+	if st == nil { // removed by SetTargets while scraping
+		st = &targetState{}
+	}
 	prev := st.lastSeries
 	s.mu.Unlock()
 	if err != nil {

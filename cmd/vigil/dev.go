@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/broker"
 	"github.com/vigilhq/vigil/controller"
@@ -44,7 +45,13 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", true, "serve Go profiles at /debug/pprof/ (the HTTP port binds 127.0.0.1)")
 	staging := fs.Bool("staging", false, "allow fault injection into the brokers (vigil admin fault --broker-api http://127.0.0.1:<http-port>/brokers/<id> ...)")
+	probeTimeout := fs.Duration("probe-timeout", devProbeTimeout, "timeout of each probe operation; short, so the fast unreachable rule sees a blackholed broker within seconds, but on a heavily loaded machine a short one also fails slow healthy requests")
+	var mit devMitigationFlags
+	mit.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := mit.validate(); err != nil {
 		return err
 	}
 	switch {
@@ -94,72 +101,75 @@ func runDev(ctx context.Context, args []string, stderr io.Writer) error {
 	// The brokers.
 	perCell := *brokers
 	rf := int16(min(3, perCell))
-	var bs []*broker.Broker
+	tmpl := broker.DefaultConfig()
+	tmpl.Controllers = apis
+	tmpl.DefaultReplicationFactor = rf
+	tmpl.OffsetsTopicReplicationFactor = rf
+	tmpl.Pprof = *pprof
+	tmpl.Staging = *staging
+	// A canary a second: the fast storage rules see a slow disk within
+	// seconds (docs/slo.md).
+	tmpl.DiskCanaryInterval = time.Second
+	cluster := newDevCluster(logger, *dataDir, tmpl)
 	for c := 0; c < *cells; c++ {
 		cell := string(rune('a' + c))
 		for j := 0; j < perCell; j++ {
 			id := c*perCell + j
-			cfg := broker.DefaultConfig()
-			cfg.NodeID = int32(id)
-			cfg.Listen = hostPort("127.0.0.1", *kafkaPort+id)
-			cfg.DataDir = filepath.Join(*dataDir, "broker-"+strconv.Itoa(id))
-			cfg.Controllers = apis
-			cfg.Cell = cell
-			cfg.Rack = cell + strconv.Itoa(j%3)
-			cfg.DefaultReplicationFactor = rf
-			cfg.OffsetsTopicReplicationFactor = rf
-			cfg.Pprof = *pprof
-			cfg.Staging = *staging
-			b, err := broker.New(cfg, logger)
-			if err != nil {
-				for _, b := range bs {
-					b.Close()
-				}
+			if err := cluster.add(cluster.config(int32(id), *kafkaPort+id, cell, cell+strconv.Itoa(j%3))); err != nil {
+				cluster.Close()
 				closeCtrls()
 				return err
 			}
-			bs = append(bs, b)
 		}
 	}
+	bs := cluster.current()
 
-	probeMetrics, stopProbe := startDevProbe(ctx, bs, logger)
+	probeMetrics, stopProbe := startDevProbe(ctx, bs, *probeTimeout, logger)
 	defer stopProbe()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", devMetrics(broker.MetricsHandler(bs...), probeMetrics))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/healthz") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { devProbe(w, r, bs, "/readyz") })
+	mitMetrics := prometheus.NewRegistry()
+	mux.Handle("/metrics", devMetrics(cluster.metricsHandler(), probeMetrics, mitMetrics))
+	mux.HandleFunc("/healthz", cluster.health("/healthz"))
+	mux.HandleFunc("/readyz", cluster.health("/readyz"))
 	if *pprof {
 		mux.Handle("/debug/pprof/", bs[0].HTTPHandler())
 	}
 	// Each broker's own endpoints (its admin API among them) under
 	// /brokers/<id>/.
-	for i, b := range bs {
-		prefix := "/brokers/" + strconv.Itoa(i)
-		mux.Handle(prefix+"/", http.StripPrefix(prefix, b.HTTPHandler()))
-	}
-	var bootstrap []string
-	for _, b := range bs {
-		bootstrap = append(bootstrap, b.Addr())
-	}
+	mux.Handle("/brokers/", cluster.brokerRoutes())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
+		var bootstrap []string
+		clusterID := ""
+		for _, b := range cluster.current() {
+			bootstrap = append(bootstrap, b.Addr())
+			if clusterID == "" {
+				clusterID = b.ClusterID()
+			}
+		}
 		fmt.Fprintf(w, "Vigil dev\n\nKafka bootstrap: %s\ncluster id: %s\ncontroller API: %s\n\n/healthz  liveness of every broker\n/readyz   readiness of every broker\n/metrics  Prometheus metrics\n/api/v1/slos, /api/v1/signals, /api/v1/report  the SLO engine\n/brokers/<id>/  one broker's endpoints (/metrics, /readyz, /admin/v1/faults with --staging)\n",
-			strings.Join(bootstrap, ","), bs[0].ClusterID(), strings.Join(apis, ","))
+			strings.Join(bootstrap, ","), clusterID, strings.Join(apis, ","))
 	})
 	// The SLO engine, embedded, scraping this process's metrics.
-	obs, err := startDevSLO(ctx, logger, mux, *dataDir, hostPort("127.0.0.1", *httpPort), apis, bs, perCell)
+	obs, err := startDevSLO(ctx, logger, mux, *dataDir, hostPort("127.0.0.1", *httpPort), apis, cluster)
 	if err != nil {
-		for _, b := range bs {
-			b.Close()
-		}
+		cluster.Close()
 		closeCtrls()
 		return err
 	}
 	defer obs.Close()
-	return serveAll(ctx, logger, bs, ctrls, hostPort("127.0.0.1", *httpPort), mux)
+	// The mitigator, acting on the engine's signals through the
+	// controller API, with this process's brokers as its Provisioner.
+	stopMitigator, err := startDevMitigator(ctx, logger, mux, mitMetrics, *dataDir, apis, cluster, obs.Engine, mit)
+	if err != nil {
+		cluster.Close()
+		closeCtrls()
+		return err
+	}
+	return serveAll(ctx, logger, cluster, ctrls, hostPort("127.0.0.1", *httpPort), mux, stopMitigator)
 }
 
 // devProbe answers a health endpoint for every broker: 200 when all say
@@ -193,12 +203,14 @@ func (s *statusRecorder) Write(p []byte) (int, error) { return s.body.Write(p) }
 // serveAll runs the brokers and an HTTP server until ctx ends, then shuts
 // down cleanly: brokers first (controlled shutdown while the quorum is up),
 // then the controllers.
-func serveAll(ctx context.Context, logger *slog.Logger, bs []*broker.Broker, ctrls []*controller.Server, httpAddr string, handler http.Handler) error {
+func serveAll(ctx context.Context, logger *slog.Logger, cluster *devCluster, ctrls []*controller.Server, httpAddr string, handler http.Handler, stopFirst func()) error {
+	// Nothing acts on the brokers while they shut down (stopFirst may
+	// be called more than once).
+	defer stopFirst()
 	ln, err := net.Listen("tcp", httpAddr)
 	if err != nil {
-		for _, b := range bs {
-			b.Close()
-		}
+		stopFirst()
+		cluster.Close()
 		for _, c := range ctrls {
 			c.Close()
 		}
@@ -211,26 +223,18 @@ func serveAll(ctx context.Context, logger *slog.Logger, bs []*broker.Broker, ctr
 		}
 	}()
 	logger.Info("HTTP serving", "addr", "http://"+ln.Addr().String())
-	errc := make(chan error, len(bs))
-	for _, b := range bs {
-		go func(b *broker.Broker) { errc <- b.Serve() }(b)
-	}
+	cluster.serveAll()
 	var serveErr error
 	select {
 	case <-ctx.Done():
 		logger.Info("signal received; shutting down")
-	case serveErr = <-errc:
+	case serveErr = <-cluster.serveErrs:
 	}
+	stopFirst()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = hs.Shutdown(sctx)
 	cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, len(bs))
-	for i, b := range bs {
-		wg.Add(1)
-		go func(i int, b *broker.Broker) { defer wg.Done(); errs[i] = b.Close() }(i, b)
-	}
-	wg.Wait()
+	errs := []error{cluster.Close()}
 	for _, c := range ctrls {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)

@@ -94,7 +94,7 @@ func splitList(s string) []string {
 // topic per cell; cells read from the racks, as dev names them), location
 // "dev" and cluster "dev" like the rest of dev's metrics, until ctx ends or stop is called. Its metrics are to be served
 // with the brokers' (devMetrics).
-func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger) (metrics prometheus.Gatherer, stop func()) {
+func startDevProbe(ctx context.Context, bs []*broker.Broker, timeout time.Duration, logger *slog.Logger) (metrics prometheus.Gatherer, stop func()) {
 	reg := prometheus.NewRegistry()
 	var bootstrap []string
 	for _, b := range bs {
@@ -102,6 +102,9 @@ func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger
 	}
 	p, err := probes.New(probes.Config{
 		Bootstrap: bootstrap, Location: "dev", Cluster: "dev", CellOf: probes.CellFromRack,
+		// Loopback answers in milliseconds: a short timeout lets the
+		// fast unreachable rule see a blackholed broker sooner.
+		Timeout:    timeout,
 		Registerer: reg, Logger: logger.With("component", "probe"),
 	})
 	if err != nil { // cannot happen with this configuration
@@ -113,6 +116,9 @@ func startDevProbe(ctx context.Context, bs []*broker.Broker, logger *slog.Logger
 	wg.Go(func() { _ = p.Run(ctx) })
 	return reg, func() { cancel(); wg.Wait() }
 }
+
+// devProbeTimeout is the default of vigil dev --probe-timeout.
+const devProbeTimeout = 2 * time.Second
 
 // devMetrics serves the brokers' metrics (h) and those of gs in one
 // exposition, in whatever format the scraper negotiates (native

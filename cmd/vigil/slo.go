@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 	"gopkg.in/yaml.v3"
 
-	"github.com/vigilhq/vigil/broker"
 	"github.com/vigilhq/vigil/controller"
 	"github.com/vigilhq/vigil/mitigator"
 	"github.com/vigilhq/vigil/slo"
@@ -404,15 +403,14 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 // devTargets is what `vigil dev` scrapes: its own /metrics (every broker,
 // labelled cluster=dev and, by relabelling on the broker label, each
 // broker's cell) and each controller's /metrics.
-func devTargets(httpAddr string, controllerAPIs []string, bs []*broker.Broker, cellOf func(i int) string) []slo.Target {
+func devTargets(httpAddr string, controllerAPIs []string, brokers []devBrokerInfo) []slo.Target {
 	cells := map[string][]string{}
 	var order []string
-	for i := range bs {
-		c := cellOf(i)
-		if _, ok := cells[c]; !ok {
-			order = append(order, c)
+	for _, b := range brokers {
+		if _, ok := cells[b.Cell]; !ok {
+			order = append(order, b.Cell)
 		}
-		cells[c] = append(cells[c], strconv.Itoa(i))
+		cells[b.Cell] = append(cells[b.Cell], strconv.Itoa(int(b.ID)))
 	}
 	var relabels []*relabel.Config
 	for _, c := range order {
@@ -432,18 +430,32 @@ func devTargets(httpAddr string, controllerAPIs []string, bs []*broker.Broker, c
 }
 
 // startDevSLO starts the embedded SLO engine of `vigil dev` on
-// <data-dir>/slo, scraping the dev HTTP port and the controllers every 2s
-// and recording every 10s, and serves its API under /api/v1/ on mux.
-func startDevSLO(ctx context.Context, logger *slog.Logger, mux *http.ServeMux, dataDir, httpAddr string, apis []string, bs []*broker.Broker, perCell int) (*slo.Observer, error) {
+// <data-dir>/slo, scraping the dev HTTP port and the controllers every
+// second and evaluating every second (recording every 10s), and serves
+// its API under /api/v1/ on mux. The scrape targets follow the cluster's
+// brokers as they change.
+func startDevSLO(ctx context.Context, logger *slog.Logger, mux *http.ServeMux, dataDir, httpAddr string, apis []string, cluster *devCluster) (*slo.Observer, error) {
 	obs, err := slo.StartObserver(ctx, slo.ObserverConfig{
 		DataDir:        filepath.Join(dataDir, "slo"),
-		Targets:        devTargets(httpAddr, apis, bs, func(i int) string { return string(rune('a' + i/perCell)) }),
-		ScrapeInterval: 2 * time.Second, Step: 10 * time.Second, EvalInterval: 5 * time.Second,
-		Spec: slo.Defaults(), Logger: logger.With("component", "slo"),
+		Targets:        devTargets(httpAddr, apis, cluster.Infos()),
+		ScrapeInterval: devScrapeInterval, Step: 10 * time.Second, EvalInterval: devEvalInterval,
+		Spec: slo.FastDefaults(), Logger: logger.With("component", "slo"),
 	})
 	if err != nil {
 		return nil, err
 	}
+	cluster.OnChange(func() {
+		if err := obs.Scraper.SetTargets(devTargets(httpAddr, apis, cluster.Infos())); err != nil {
+			logger.Error("updating the SLO engine's scrape targets", "err", err)
+		}
+	})
 	mux.Handle("/api/v1/", obs.Handler())
 	return obs, nil
 }
+
+// vigil dev scrapes and evaluates the health rules often, so the
+// mitigator hears of a sick broker within seconds (docs/slo.md).
+const (
+	devScrapeInterval = time.Second
+	devEvalInterval   = time.Second
+)
