@@ -21,6 +21,9 @@ const (
 	condNotServing  = "followers_not_fetching"
 	condSlow        = "slow_follower"
 	condDown        = "down"
+	// condSlowStorage is storage slow in absolute terms: never acted on
+	// (a whole cell can be slow), but sick for the suppression rule.
+	condSlowStorage = "storage_slow"
 )
 
 // signalConds maps a signal name to the condition it raises.
@@ -30,6 +33,7 @@ var signalConds = map[string]string{
 	"unreachable":            condUnreachable,
 	"followers_not_fetching": condNotServing,
 	"slow_follower":          condSlow,
+	"storage_slow":           condSlowStorage,
 	"broker_fenced":          condDown,
 	"broker_down":            condDown,
 }
@@ -248,7 +252,7 @@ func (c *core) observe(now time.Time, signals []slo.Signal, view *View) {
 // sickConds are the conditions that make a broker count as sick for the
 // suppression rule: what an observer that is itself broken would report
 // about many brokers at once.
-var sickConds = []string{condStorage, condStuck, condUnreachable, condSlow}
+var sickConds = []string{condStorage, condStuck, condUnreachable, condSlow, condSlowStorage}
 
 // suppression opens or closes mitigation_suppressed decisions per cell and
 // for the fleet and returns the suppressed cells ("*" for the fleet).

@@ -210,8 +210,6 @@ func TestOneBrokerPerCell(t *testing.T) {
 // raised (decision, gauge, signal) and lifted when they recover.
 func TestSuppressionWhenTooManySick(t *testing.T) {
 	h := newHarness(t, newFakeCtrl(3, 3, 1), false, nil)
-	ss := []any{}
-	_ = ss
 	s0, s1, s2 := sig("slow_follower", 0), sig("slow_follower", 1), sig("storage_degraded", 2)
 	for range 5 {
 		h.at(sec, s0, s1, s2)
@@ -236,6 +234,26 @@ func TestSuppressionWhenTooManySick(t *testing.T) {
 	if len(h.m.Suppressed()) != 0 || h.m.Decisions()[0].Open {
 		t.Fatal("suppression not lifted")
 	}
+}
+
+// A whole cell whose disks are slow (storage_slow on every broker, which
+// no relative rule names) is suppressed, not blamed on one broker; one
+// broker slow in absolute terms alone changes nothing.
+func TestSlowStorageEverywhereSuppresses(t *testing.T) {
+	h := newHarness(t, newFakeCtrl(3, 3, 1), false, nil)
+	s0, s1, s2 := sig("storage_slow", 0), sig("storage_slow", 1), sig("storage_slow", 2)
+	for range 5 {
+		h.at(sec, s0, s1, s2)
+	}
+	h.wantDecisions("suppress suppressed -1")
+	h.wantCalls()
+
+	h2 := newHarness(t, newFakeCtrl(3, 3, 1), false, nil)
+	for range 5 {
+		h2.at(sec, sig("storage_slow", 1))
+	}
+	h2.wantDecisions()
+	h2.wantCalls()
 }
 
 // Cool-down: after an undemotion, the broker is not demoted again before

@@ -564,8 +564,9 @@ func TestMitigateReplacement(t *testing.T) {
 }
 
 // TestMitigationPolicy: two brokers of a cell of five degraded at once →
-// only one is mitigated, the other refused; then, in dry-run mode, a
-// degraded broker gets a decision and nothing is done.
+// only one is mitigated, the other refused; every broker of a cell slow →
+// mitigation_suppressed and nothing done; in dry-run mode, a degraded
+// broker gets a decision and nothing is done.
 func TestMitigationPolicy(t *testing.T) {
 	t.Run("one-per-cell", func(t *testing.T) {
 		d := startMitDev(t, 5)
@@ -588,6 +589,24 @@ func TestMitigationPolicy(t *testing.T) {
 		}
 		if demoted != 1 {
 			t.Fatalf("%d brokers demoted, want exactly 1", demoted)
+		}
+	})
+	t.Run("all-slow", func(t *testing.T) {
+		d := startMitDev(t, 3)
+		d.mark()
+		for _, id := range []int32{0, 1, 2} {
+			d.inject(id, slowFsync)
+		}
+		d.await("mitigation_suppressed for cell a", mitigator.ActSuppress, -1, mitigator.OutSuppress)
+		for _, id := range []int32{0, 1, 2} {
+			if b := d.describe(id); b.Demoted {
+				t.Fatalf("broker %d demoted while every broker of its cell was slow", id)
+			}
+		}
+		for _, x := range d.decisions() {
+			if !d.before[x.ID] && x.Outcome == mitigator.OutDone {
+				t.Fatalf("decision %s (%s of broker %d) carried out while every broker was slow", x.ID, x.Action, x.Broker)
+			}
 		}
 	})
 	t.Run("dry-run", func(t *testing.T) {
