@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -565,8 +567,9 @@ func TestMitigateReplacement(t *testing.T) {
 
 // TestMitigationPolicy: two brokers of a cell of five degraded at once →
 // only one is mitigated, the other refused; every broker of a cell slow →
-// mitigation_suppressed and nothing done; in dry-run mode, a degraded
-// broker gets a decision and nothing is done.
+// mitigation_suppressed and nothing done; in approve mode a demotion waits
+// for `vigil mitigations approve`; in dry-run mode, a degraded broker gets
+// a decision and nothing is done.
 func TestMitigationPolicy(t *testing.T) {
 	t.Run("one-per-cell", func(t *testing.T) {
 		d := startMitDev(t, 5)
@@ -608,6 +611,22 @@ func TestMitigationPolicy(t *testing.T) {
 				t.Fatalf("decision %s (%s of broker %d) carried out while every broker was slow", x.ID, x.Action, x.Broker)
 			}
 		}
+	})
+	t.Run("approve", func(t *testing.T) {
+		d := startMitDev(t, 3, "--mitigation-mode", "approve")
+		d.mark()
+		d.inject(2, slowFsync)
+		pending := d.await("a demotion of broker 2 waiting for approval", mitigator.ActDemote, 2, mitigator.OutPending)
+		if b := d.describe(2); b.Demoted {
+			t.Fatal("broker 2 demoted before anyone approved")
+		}
+		var out bytes.Buffer
+		if err := run([]string{"mitigations", "approve", pending.ID, "--url", "http://" + d.p.http}, &out, io.Discard); err != nil {
+			t.Fatalf("vigil mitigations approve %s: %v\n%s", pending.ID, err, out.String())
+		}
+		pollUntil(t, "broker 2 demoted once approved", 2*time.Minute, func() bool {
+			return d.describe(2).Demoted
+		})
 	})
 	t.Run("dry-run", func(t *testing.T) {
 		d := startMitDev(t, 3, "--mitigation-mode", "dry-run")
