@@ -2,6 +2,7 @@ package slo
 
 import (
 	_ "embed"
+	"slices"
 )
 
 //go:embed defaults/defaults.yaml
@@ -47,41 +48,26 @@ func FastDefaults() *Spec {
 // replacing those of base with the same name, in base's order, and the
 // others of over appended.
 func Override(base, over *Spec) *Spec {
-	out := &Spec{}
-	slos := map[string]int{}
-	for _, x := range base.SLOs {
-		slos[x.Name] = len(out.SLOs)
-		out.SLOs = append(out.SLOs, x)
+	return &Spec{
+		SLOs:           overrideByName(base.SLOs, over.SLOs, func(x SLO) string { return x.Name }),
+		HealthRules:    overrideByName(base.HealthRules, over.HealthRules, func(x HealthRule) string { return x.Name }),
+		LatencyRollups: overrideByName(base.LatencyRollups, over.LatencyRollups, func(x LatencyRollup) string { return x.Name }),
 	}
-	for _, x := range over.SLOs {
-		if i, ok := slos[x.Name]; ok {
-			out.SLOs[i] = x
+}
+
+// overrideByName is base with the items of over replacing those of the
+// same name in place, and the others of over appended.
+func overrideByName[T any](base, over []T, name func(T) string) []T {
+	out := slices.Clone(base)
+	at := make(map[string]int, len(base))
+	for i, x := range base {
+		at[name(x)] = i
+	}
+	for _, x := range over {
+		if i, ok := at[name(x)]; ok {
+			out[i] = x
 		} else {
-			out.SLOs = append(out.SLOs, x)
-		}
-	}
-	rules := map[string]int{}
-	for _, x := range base.HealthRules {
-		rules[x.Name] = len(out.HealthRules)
-		out.HealthRules = append(out.HealthRules, x)
-	}
-	for _, x := range over.HealthRules {
-		if i, ok := rules[x.Name]; ok {
-			out.HealthRules[i] = x
-		} else {
-			out.HealthRules = append(out.HealthRules, x)
-		}
-	}
-	rolls := map[string]int{}
-	for _, x := range base.LatencyRollups {
-		rolls[x.Name] = len(out.LatencyRollups)
-		out.LatencyRollups = append(out.LatencyRollups, x)
-	}
-	for _, x := range over.LatencyRollups {
-		if i, ok := rolls[x.Name]; ok {
-			out.LatencyRollups[i] = x
-		} else {
-			out.LatencyRollups = append(out.LatencyRollups, x)
+			out = append(out, x)
 		}
 	}
 	return out
