@@ -461,3 +461,78 @@ func TestClusterReassignAndElect(t *testing.T) {
 		t.Fatalf("leader after a preferred election: %d, want %d", l, pref)
 	}
 }
+
+// TestPipelinedAcksAll: acks=all produce requests pipelined on one
+// connection are appended while the first waits for its followers (the
+// connection is not blocked by the wait), and answered in order once the
+// followers have them.
+func TestPipelinedAcksAll(t *testing.T) {
+	c := startCluster(t, 2, staging, func(cfg *Config) { cfg.ReplicaLagTimeMax = 5 * time.Minute })
+	adm := kadm.NewClient(c.client())
+	if _, err := adm.CreateTopic(testCtx(t), 1, 2, nil, "pipe"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReplicasEqual("pipe")
+	st := c.partitionState("pipe", 0)
+	leader := c.brokers[st.Leader]
+	follower := c.brokers[1-st.Leader]
+	p := leader.meta.lookup("pipe").partitions[0]
+
+	// The follower stops fetching: acks=all appends wait.
+	if err := follower.SetFaults(Faults{Network: []NetworkFault{{Peer: "replication", Direction: "both", Mode: "blackhole"}}}); err != nil {
+		t.Fatal(err)
+	}
+	raw := dialRaw(t, leader)
+	type answer struct {
+		corr int32
+		body []byte
+		err  error
+	}
+	answers := make(chan answer, 3)
+	go func() {
+		for i := 0; i < 3; i++ {
+			corr, body, err := raw.recv(true)
+			answers <- answer{corr, body, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for i := int32(0); i < 3; i++ {
+		raw.send(produceReq("pipe", 0, makeBatch(-1, -1, -1, 2, []byte("v"))), 10+i)
+	}
+	waitFor(t, "all three pipelined batches appended", 30*time.Second, func() bool { return p.log.EndOffset() == 6 })
+	select {
+	case a := <-answers:
+		t.Fatalf("answer %d (err %v) before the follower had the records", a.corr, a.err)
+	default:
+	}
+	if hw := p.log.HighWatermark(); hw >= 6 {
+		t.Fatalf("high watermark %d with the follower cut off", hw)
+	}
+
+	follower.SetFaults(Faults{})
+	for i := int32(0); i < 3; i++ {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-time.After(time.Minute):
+			t.Fatalf("answer %d never came", i)
+		}
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		if a.corr != 10+i {
+			t.Fatalf("answer %d has correlation id %d: out of order", i, a.corr)
+		}
+		resp := kmsg.NewPtrProduceResponse()
+		resp.SetVersion(9)
+		if err := resp.ReadFrom(a.body); err != nil {
+			t.Fatal(err)
+		}
+		rp := resp.Topics[0].Partitions[0]
+		if rp.ErrorCode != 0 || rp.BaseOffset != int64(2*i) {
+			t.Fatalf("answer %d: error %d, base offset %d; want 0, %d", i, rp.ErrorCode, rp.BaseOffset, 2*i)
+		}
+	}
+}

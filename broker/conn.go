@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -71,13 +72,21 @@ func (r *response) done() {
 // request costs no goroutine handoffs: handing each request from a reader
 // to a processor and each response to a writer (the first design) cost
 // two goroutine wake-ups per request, which on a 2-core machine was most
-// of the broker's CPU per small request. Pipelined requests wait in the
-// socket buffer meanwhile, as in Kafka, which also handles one request per
-// connection at a time. Clients send one fetch per connection at a time
-// and, by default, one produce request per connection at a time, so
-// reading ahead would overlap nothing. While a long-poll fetch waits the
+// of the broker's CPU per small request. While a long-poll fetch waits the
 // connection is not read, so a client that disconnects is noticed when
 // the fetch returns (at its MaxWaitMillis at the latest).
+//
+// The one exception is an answer that waits for other brokers: an
+// acks=all produce is answered only once the in-sync replicas have its
+// records, and clients pipeline such requests (franz-go and the Java
+// client keep up to 5 produce requests in flight per broker). Kafka reads
+// nothing more from the connection meanwhile, so each request waits for
+// the replication of the one before it. Here the goroutine hands the
+// waiting answer to the connection's answerer (started on first use) and
+// goes on reading, appending the next request's records while the first
+// replicates; the answerer writes the answers in request order, and so
+// does every answer that follows one it still holds, until it has none
+// left. At most maxPipelined answers wait; then reading waits too.
 type conn struct {
 	b      *Broker
 	nc     net.Conn
@@ -98,14 +107,50 @@ type conn struct {
 	// Set from ApiVersions v3+ (KIP-511).
 	clientSoftware, clientSoftwareVersion string
 
-	req request // the request being handled, reused for the next one
+	// x is the request being handled, reused for the next one unless it
+	// goes to the answerer.
+	x exchange
 
-	// Request metrics (when on): the timing of the request being handled,
-	// the error codes of its response, and the client's series.
-	timing requestTiming
-	codes  []int16
+	// The answerer: answers waits for it, queued counts the answers it
+	// holds (the reader writes its own answers only when it holds none),
+	// answererDone is closed when it ends.
+	answers      chan *exchange
+	queued       atomic.Int32
+	answererDone chan struct{}
+
+	// client is the client's request metrics series, resolved on first
+	// use; written only by whoever answers (see queued).
 	client *clientSeries
-	spans  []trace.Span // of the request being handled, ended when answered
+}
+
+// maxPipelined is how many answers may wait for the answerer.
+const maxPipelined = 8
+
+// exchange is one request and what answering it takes.
+type exchange struct {
+	req      request
+	reqBytes int
+	peer     string // its class (see peerOf), for network faults
+	peerID   int32
+
+	// Set by handling: the answer, either still to be encoded (resp,
+	// with release called once it is encoded or written) or already
+	// encoded (out); neither when no answer is due (acks=0). await, set
+	// by a handler whose answer waits for others (acks=all), blocks
+	// until resp is complete.
+	resp    kmsg.Response
+	release func()
+	out     *response
+	await   func()
+
+	// Request metrics and tracing (when on): its timing, the client
+	// software when it was handled, the error codes of its response, and
+	// its spans, ended when it is answered.
+	timing                    requestTiming
+	software, softwareVersion string
+	handed                    time.Time // when the reader handed it to the answerer
+	codes                     []int16
+	spans                     []trace.Span
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
@@ -145,9 +190,18 @@ func (c *conn) stopping() bool {
 }
 
 // serve runs the connection until the client goes away or the connection
-// is stopped, then closes the socket.
+// is stopped, then closes the socket once every answer is written.
 func (c *conn) serve() {
+	clientGone := false
 	defer func() {
+		if c.answers != nil {
+			if clientGone {
+				// No one will read the answers: stop waiting for them.
+				c.cancel()
+			}
+			close(c.answers)
+			<-c.answererDone
+		}
 		c.cancel()
 		_ = c.nc.Close()
 	}()
@@ -157,120 +211,201 @@ func (c *conn) serve() {
 	var src io.Reader = c.nc
 	if timed {
 		src = tr
-		c.timing.busyTill = time.Now()
+		c.x.timing.busyTill = time.Now()
 	}
 	if m != nil {
 		m.connCreated.Inc()
 		m.connActive.Inc()
 		defer func() { m.connActive.Dec(); m.connClosed.Inc() }()
 	}
-	defer func() { c.endSpans(time.Now()) }() // of a request not answered
+	defer func() { endSpans(&c.x.spans, time.Now()) }() // of a request not answered
 	r := bufio.NewReaderSize(src, 64<<10)
+	x := &c.x
 	for !c.stopping() {
 		// A request whose first bytes are buffered arrived with the read
 		// that buffered them, the last one; otherwise with the first read
 		// from now on.
 		buffered, lastRead := r.Buffered() > 0, tr.last
 		tr.first = time.Time{}
-		req := c.read(r)
-		if req == nil {
+		if !c.read(r, &x.req) {
+			clientGone = true
 			return
 		}
-		reqBytes := len(*req.buf) + 4
-		peer, peerID := peerOf(req.clientID)
-		if err := c.b.faults.hold(c.ctx, peer, peerID, dirIn); err != nil {
+		x.reqBytes = len(*x.req.buf) + 4
+		x.peer, x.peerID = peerOf(x.req.clientID)
+		if err := c.b.faults.hold(c.ctx, x.peer, x.peerID, dirIn); err != nil {
+			x.discard()
 			c.logger.Debug("closing connection", "err", err)
 			return
 		}
 		if timed {
-			c.timing.arrived = tr.first
+			x.timing.arrived = tr.first
 			if buffered {
-				c.timing.arrived = lastRead
+				x.timing.arrived = lastRead
 			}
-			c.timing.read = time.Now()
-			c.timing.remote = 0
+			x.timing.read = time.Now()
+			x.timing.remote = 0
 		}
-		resp, err := c.handle(req)
-		putBuf(req.buf)
-		req.buf, req.body = nil, nil
+		err := c.handle(x)
+		x.software, x.softwareVersion = c.clientSoftware, c.clientSoftwareVersion
 		if err != nil {
-			c.logger.Warn("closing connection", "api", kmsg.NameForKey(req.key),
-				"version", req.version, "client_id", req.clientID, "err", err)
+			// Answers already handed over are still written (serve's
+			// deferred wait).
+			x.discard()
+			c.logger.Warn("closing connection", "api", kmsg.NameForKey(x.req.key),
+				"version", x.req.version, "client_id", x.req.clientID, "err", err)
 			return
 		}
-		var handled time.Time
-		if timed {
-			handled = time.Now()
-		}
-		if resp == nil {
-			if timed {
-				c.answered(req, handled, time.Time{}, reqBytes, 0)
+		if x.await == nil && c.queued.Load() == 0 {
+			ok := c.answer(x)
+			x.timing.busyTill = time.Now()
+			if !ok {
+				return
 			}
 			continue
 		}
-		respBytes := resp.size()
-		if err := c.b.faults.hold(c.ctx, peer, peerID, dirOut); err != nil {
-			resp.done()
-			c.logger.Debug("closing connection", "err", err)
-			return
-		}
-		err = c.write(resp)
-		resp.done()
-		if err != nil {
-			c.logger.Debug("connection write failed", "err", err)
-			return
-		}
-		if timed {
-			c.answered(req, handled, time.Now(), reqBytes, respBytes)
-		}
+		c.handOver()
 	}
+}
+
+// handOver moves the request being handled to the answerer and makes a
+// fresh one for the next request.
+func (c *conn) handOver() {
+	x := new(exchange)
+	*x = c.x
+	x.handed = time.Now()
+	next := &c.x
+	*next = exchange{req: request{clientID: x.req.clientID}}
+	next.timing.busyTill = x.handed
+	if c.answers == nil {
+		c.answers = make(chan *exchange, maxPipelined)
+		c.answererDone = make(chan struct{})
+		go c.answerer()
+	}
+	c.queued.Add(1)
+	c.answers <- x
+}
+
+// answerer writes the answers handed to it, in order. After a failed
+// write it stops the connection and drops the rest.
+func (c *conn) answerer() {
+	defer close(c.answererDone)
+	failed := false
+	for x := range c.answers {
+		if failed {
+			x.discard()
+		} else if !c.answer(x) {
+			failed = true
+			c.stop()
+		}
+		c.queued.Add(-1)
+	}
+}
+
+// answer waits for x's answer if it must, encodes and writes it, and
+// records the request's metrics and spans. It reports false if the
+// connection must close.
+func (c *conn) answer(x *exchange) bool {
+	if x.await != nil {
+		x.await()
+		x.await = nil
+		// Waiting for the other brokers, and behind earlier answers.
+		x.timing.remote += time.Since(x.handed)
+	}
+	out := c.encode(x)
+	putBuf(x.req.buf) // encoded: strings no longer alias it
+	x.req.buf, x.req.body = nil, nil
+	timed := c.b.reqMetrics != nil || c.b.tracing != nil
+	var handled time.Time
+	if timed {
+		handled = time.Now()
+	}
+	if out == nil {
+		if timed {
+			c.answered(x, handled, time.Time{}, 0)
+		}
+		return true
+	}
+	respBytes := out.size()
+	if err := c.b.faults.hold(c.ctx, x.peer, x.peerID, dirOut); err != nil {
+		out.done()
+		endSpans(&x.spans, time.Now())
+		c.logger.Debug("closing connection", "err", err)
+		return false
+	}
+	err := c.write(out)
+	out.done()
+	if err != nil {
+		endSpans(&x.spans, time.Now())
+		c.logger.Debug("connection write failed", "err", err)
+		return false
+	}
+	if timed {
+		c.answered(x, handled, time.Now(), respBytes)
+	}
+	return true
 }
 
 // answered records a request answered (written is zero when no response
 // was due): its metrics and the end of its spans.
-func (c *conn) answered(req *request, handled, written time.Time, reqBytes, respBytes int) {
+func (c *conn) answered(x *exchange, handled, written time.Time, respBytes int) {
 	end := written
 	if end.IsZero() {
 		end = handled
 	}
 	if c.b.reqMetrics != nil {
-		c.observe(req, handled, written, reqBytes, respBytes, c.codes)
+		c.observe(x, handled, written, respBytes)
 	}
-	c.endSpans(end)
-	c.timing.busyTill = end
+	endSpans(&x.spans, end)
 }
 
-// read frames the next request and parses its header. It returns nil when
-// the connection should close (the client went away, the connection was
-// stopped, or the frame is malformed, which is logged).
-func (c *conn) read(r *bufio.Reader) *request {
+// discard drops a request that will not be answered.
+func (x *exchange) discard() {
+	if x.release != nil {
+		x.release()
+		x.release = nil
+	}
+	if x.out != nil {
+		x.out.done()
+		x.out = nil
+	}
+	x.resp, x.await = nil, nil
+	putBuf(x.req.buf)
+	x.req.buf, x.req.body = nil, nil
+	endSpans(&x.spans, time.Now())
+}
+
+// read frames the next request into req and parses its header. It
+// reports false when the connection should close (the client went away,
+// the connection was stopped, or the frame is malformed, which is
+// logged).
+func (c *conn) read(r *bufio.Reader, req *request) bool {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
 		c.readError(err)
-		return nil
+		return false
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
 	if n < 8 || n > c.b.cfg.SocketRequestMaxBytes {
 		c.logger.Warn("closing connection: request size out of range",
 			"size", n, "socket-request-max-bytes", c.b.cfg.SocketRequestMaxBytes)
-		return nil
+		return false
 	}
 	buf := getBuf(int(n))
 	frame := (*buf)[:n]
 	if _, err := io.ReadFull(r, frame); err != nil {
 		putBuf(buf)
 		c.readError(err)
-		return nil
+		return false
 	}
 	*buf = frame
-	req := &c.req
 	if err := parseHeader(frame, req); err != nil {
 		putBuf(buf)
 		c.logger.Warn("closing connection: malformed request header", "err", err)
-		return nil
+		return false
 	}
 	req.buf = buf
-	return req
+	return true
 }
 
 func (c *conn) readError(err error) {
@@ -345,55 +480,77 @@ var flexibleFrom = func() map[int16]int16 {
 // response (an acks=0 produce that failed, as Kafka does).
 var errCloseConn = errors.New("closing connection to make the client refresh metadata")
 
-// handle decodes, dispatches and encodes one request. A nil response with a
-// nil error means no response is due (acks=0 produce).
-func (c *conn) handle(req *request) (*response, error) {
-	c.codes = c.codes[:0]
+// handle decodes and dispatches one request, leaving its answer in x (see
+// exchange); an error closes the connection.
+func (c *conn) handle(x *exchange) error {
+	req := &x.req
+	x.codes = x.codes[:0]
+	x.resp, x.release, x.out, x.await = nil, nil, nil, nil
 	if !supported(req.key, req.version) {
 		if req.key == kmsg.ApiVersions.Int16() {
-			return c.unsupportedApiVersions(req), nil
+			x.out = c.unsupportedApiVersions(req)
+			return nil
 		}
 		if _, known := apiVersions[req.key]; known {
-			return nil, fmt.Errorf("unsupported version %d of %s; supported: %d-%d", req.version,
+			return fmt.Errorf("unsupported version %d of %s; supported: %d-%d", req.version,
 				kmsg.NameForKey(req.key), apiVersions[req.key].min, apiVersions[req.key].max)
 		}
-		return nil, fmt.Errorf("unsupported API key %d (%s)", req.key, kmsg.NameForKey(req.key))
+		return fmt.Errorf("unsupported API key %d (%s)", req.key, kmsg.NameForKey(req.key))
 	}
 	kreq := kmsg.RequestForKey(req.key)
 	kreq.SetVersion(req.version)
 	var err error
 	if u, ok := kreq.(interface{ UnsafeReadFrom([]byte) error }); ok && isHotPath(req.key) {
 		// Produce and Fetch strings alias the request buffer, which lives
-		// until the response is encoded below.
+		// until the response is encoded (see answer).
 		err = u.UnsafeReadFrom(req.body)
 	} else {
 		err = kreq.ReadFrom(req.body)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("malformed %s v%d body: %w", kmsg.NameForKey(req.key), req.version, err)
+		return fmt.Errorf("malformed %s v%d body: %w", kmsg.NameForKey(req.key), req.version, err)
 	}
 	resp, release, err := c.dispatch(req, kreq)
 	if err != nil {
-		return nil, err
+		if release != nil {
+			release()
+		}
+		return err
 	}
+	x.resp, x.release = resp, release
+	return nil
+}
+
+// encode encodes x's answer (nil when none is due).
+func (c *conn) encode(x *exchange) *response {
+	if x.out != nil {
+		out := x.out
+		x.out = nil
+		return out
+	}
+	resp, release := x.resp, x.release
+	x.resp, x.release = nil, nil
 	if resp == nil {
-		return nil, nil
+		if release != nil {
+			release()
+		}
+		return nil
 	}
 	if c.b.reqMetrics != nil {
-		c.codes = responseErrors(resp, c.codes)
+		x.codes = responseErrors(resp, x.codes)
 	}
-	resp.SetVersion(req.version)
+	resp.SetVersion(x.req.version)
 	if fr, ok := resp.(*kmsg.FetchResponse); ok {
-		if out := encodeFetchSpliced(req, fr); out != nil {
+		if out := encodeFetchSpliced(&x.req, fr); out != nil {
 			out.release = release // the pieces refer to the fetched records
-			return out, nil
+			return out
 		}
 	}
-	out := encodeResponse(req, resp)
+	out := encodeResponse(&x.req, resp)
 	if release != nil {
 		release()
 	}
-	return out, nil
+	return out
 }
 
 func isHotPath(key int16) bool {

@@ -173,7 +173,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 			wake = make(chan struct{}, 1)
 			for i := range parts {
 				if parts[i].p != nil {
-					parts[i].p.addWaiter(wake)
+					parts[i].p.addWaiter(wake, replica >= 0)
 				}
 			}
 			continue
@@ -189,7 +189,7 @@ func (b *Broker) handleFetch(c *conn, r *kmsg.FetchRequest) (kmsg.Response, func
 		case <-timer.C:
 		case <-c.ctx.Done():
 		}
-		c.timing.remote += time.Since(waitStart)
+		c.x.timing.remote += time.Since(waitStart)
 	}
 	for i := range parts {
 		fp := &parts[i]
@@ -231,16 +231,16 @@ func (b *Broker) traceFetch(c *conn, parts []fetchPart, replica int32) {
 		if fp.buf == nil || len(*fp.buf) == 0 {
 			continue
 		}
-		span := b.tracing.start(name, fp.p.topic, trace.SpanKindServer, c.timing.arrived, *fp.buf)
+		span := b.tracing.start(name, fp.p.topic, trace.SpanKindServer, c.x.timing.arrived, *fp.buf)
 		if span == nil {
 			continue
 		}
-		span.SetAttributes(messaging(op, fp.p.topic, fp.p.index, c.req.clientID)...)
+		span.SetAttributes(messaging(op, fp.p.topic, fp.p.index, c.x.req.clientID)...)
 		if replica >= 0 {
 			span.SetAttributes(attribute.Int("vigil.follower", int(replica)))
 		}
 		span.SetAttributes(attribute.Int64("messaging.kafka.offset", fp.rp.FetchOffset))
-		c.spans = append(c.spans, span)
+		c.x.spans = append(c.x.spans, span)
 	}
 }
 

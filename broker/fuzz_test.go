@@ -49,13 +49,18 @@ func FuzzRequest(f *testing.F) {
 		if len(frame) < 8 {
 			return // the reader rejects these before parsing
 		}
-		var req request
-		if err := parseHeader(frame, &req); err != nil {
+		var x exchange
+		if err := parseHeader(frame, &x.req); err != nil {
 			return
 		}
-		resp, err := c.handle(&req)
-		if err == nil && resp != nil {
-			resp.done()
+		if err := c.handle(&x); err != nil {
+			return
+		}
+		if x.await != nil {
+			x.await()
+		}
+		if out := c.encode(&x); out != nil {
+			out.done()
 		}
 	})
 }

@@ -317,8 +317,8 @@ func (s *groupShard) append(recs []group.Record) int16 {
 		}
 		return code
 	}
-	s.p.maybeAdvanceHW()
-	s.p.notify()
+	s.p.maybeAdvanceHW() // wakes every fetch if it moved
+	s.p.notifyAppended()
 	ctx, cancel := context.WithTimeout(s.gc.b.ctx, offsetsWriteTimeout)
 	defer cancel()
 	return s.p.waitReplicated(ctx, info.LastOffset+1, 1)

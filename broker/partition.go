@@ -34,12 +34,15 @@ type partition struct {
 	// state is the controller's latest state of the partition.
 	state atomic.Pointer[controller.Partition]
 
-	// Long-poll fetches waiting for data register a wake channel here;
-	// appends notify them. nwait lets appends skip the lock when no one
-	// waits.
-	wmu     sync.Mutex
-	waiters map[chan struct{}]struct{}
-	nwait   atomic.Int32
+	// Long-poll fetches waiting for data register a wake channel here,
+	// marked true for a replica's fetch. Appends wake the replicas' (what
+	// they read is up to the log end), high watermark moves everyone's
+	// (consumers read up to it). nwait and nreplica let appends skip the
+	// lock when no one waits.
+	wmu      sync.Mutex
+	waiters  map[chan struct{}]bool
+	nwait    atomic.Int32
+	nreplica atomic.Int32
 
 	// Leader-side replication state (see replication.go), under rmu.
 	rmu sync.Mutex
@@ -94,31 +97,62 @@ func (p *partition) isLeader() bool {
 
 func (p *partition) String() string { return fmt.Sprintf("%s-%d", p.topic, p.index) }
 
-// addWaiter registers ch to be signalled (non-blocking) by the next append.
-func (p *partition) addWaiter(ch chan struct{}) {
+// addWaiter registers ch to be signalled (non-blocking) when there is more
+// to read: for a replica's fetch by the next append, for a consumer's by
+// the next high watermark move.
+func (p *partition) addWaiter(ch chan struct{}, replica bool) {
 	p.wmu.Lock()
 	if p.waiters == nil {
-		p.waiters = make(map[chan struct{}]struct{})
+		p.waiters = make(map[chan struct{}]bool)
 	}
-	p.waiters[ch] = struct{}{}
-	p.nwait.Store(int32(len(p.waiters)))
+	p.waiters[ch] = replica
+	p.countWaitersLocked()
 	p.wmu.Unlock()
 }
 
 func (p *partition) removeWaiter(ch chan struct{}) {
 	p.wmu.Lock()
 	delete(p.waiters, ch)
-	p.nwait.Store(int32(len(p.waiters)))
+	p.countWaitersLocked()
 	p.wmu.Unlock()
 }
 
-// notify wakes every waiting fetch.
+func (p *partition) countWaitersLocked() {
+	n := 0
+	for _, replica := range p.waiters {
+		if replica {
+			n++
+		}
+	}
+	p.nwait.Store(int32(len(p.waiters)))
+	p.nreplica.Store(int32(n))
+}
+
+// notify wakes every waiting fetch (the high watermark moved, or the
+// partition changed).
 func (p *partition) notify() {
 	if p.nwait.Load() == 0 {
 		return
 	}
+	p.wake(false)
+}
+
+// notifyAppended wakes the replicas' waiting fetches after an append that
+// did not move the high watermark: consumers cannot read it yet, so they
+// sleep on.
+func (p *partition) notifyAppended() {
+	if p.nreplica.Load() == 0 {
+		return
+	}
+	p.wake(true)
+}
+
+func (p *partition) wake(replicasOnly bool) {
 	p.wmu.Lock()
-	for ch := range p.waiters {
+	for ch, replica := range p.waiters {
+		if replicasOnly && !replica {
+			continue
+		}
 		select {
 		case ch <- struct{}{}:
 		default:

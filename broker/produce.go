@@ -88,35 +88,52 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 		}
 		return nil, nil, nil
 	}
-	if len(waits) > 0 {
-		if b.reqMetrics != nil {
-			defer func(start time.Time) { c.timing.remote += time.Since(start) }(time.Now())
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, time.Duration(max(r.TimeoutMillis, 0))*time.Millisecond)
-		for _, w := range waits {
-			start := time.Now()
-			code := w.p.waitReplicated(ctx, w.target, w.minISR)
-			if w.span != nil {
-				b.tracing.child(w.span, "replicate", start, time.Now(), attribute.Int("vigil.min_insync_replicas", w.minISR))
-				setError(w.span, code)
+	deadline := time.Now().Add(time.Duration(max(r.TimeoutMillis, 0)) * time.Millisecond)
+	for _, w := range waits {
+		if w.p.log.HighWatermark() < w.target {
+			// Answered once the in-sync replicas have the records, by
+			// the connection's answerer while the connection reads on
+			// (see conn).
+			c.x.await = func() {
+				b.awaitReplicated(c, resp, waits, leaders, deadline)
+				resp.Brokers = b.produceEndpoints(leaders)
 			}
-			if code != 0 {
-				if c.ctx.Err() != nil {
-					code = kerr.NotLeaderForPartition.Code // shutting down: try the new leader
-				}
-				sp := &resp.Topics[w.topic].Partitions[w.index]
-				sp.ErrorCode = code
-				if code == kerr.NotLeaderForPartition.Code {
-					// The leadership moved while the append waited
-					// for the in-sync replicas.
-					b.nameLeader(w.p, sp, leaders)
-				}
-			}
+			return resp, nil, nil
 		}
-		cancel()
 	}
+	// Replicated already (no other in-sync replica): the checks only.
+	b.awaitReplicated(c, resp, waits, leaders, deadline)
 	resp.Brokers = b.produceEndpoints(leaders)
 	return resp, nil, nil
+}
+
+// awaitReplicated waits until the in-sync replicas have every acks=all
+// append of a produce request, or its timeout passes, and sets the error
+// of each partition that failed.
+func (b *Broker) awaitReplicated(c *conn, resp *kmsg.ProduceResponse, waits []replicationWait, leaders map[int32]bool, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	for _, w := range waits {
+		start := time.Now()
+		code := w.p.waitReplicated(ctx, w.target, w.minISR)
+		if w.span != nil {
+			b.tracing.child(w.span, "replicate", start, time.Now(), attribute.Int("vigil.min_insync_replicas", w.minISR))
+			setError(w.span, code)
+		}
+		if code == 0 {
+			continue
+		}
+		if c.ctx.Err() != nil {
+			code = kerr.NotLeaderForPartition.Code // shutting down: try the new leader
+		}
+		sp := &resp.Topics[w.topic].Partitions[w.index]
+		sp.ErrorCode = code
+		if code == kerr.NotLeaderForPartition.Code {
+			// The leadership moved while the append waited for the
+			// in-sync replicas.
+			b.nameLeader(w.p, sp, leaders)
+		}
+	}
 }
 
 // traceProduce starts the span of one partition of a produce request (nil
@@ -131,13 +148,13 @@ func (b *Broker) traceProduce(c *conn, t *topic, rt *kmsg.ProduceRequestTopic, r
 	if t != nil {
 		name = t.name
 	}
-	span := b.tracing.start("produce", name, trace.SpanKindServer, c.timing.arrived, rp.Records)
+	span := b.tracing.start("produce", name, trace.SpanKindServer, c.x.timing.arrived, rp.Records)
 	if span == nil {
 		return nil, time.Time{}
 	}
-	span.SetAttributes(messaging("send", name, rp.Partition, c.req.clientID)...)
-	b.tracing.child(span, "receive", c.timing.arrived, c.timing.read)
-	c.spans = append(c.spans, span)
+	span.SetAttributes(messaging("send", name, rp.Partition, c.x.req.clientID)...)
+	b.tracing.child(span, "receive", c.x.timing.arrived, c.x.timing.read)
+	c.x.spans = append(c.x.spans, span)
 	return span, time.Now()
 }
 
@@ -248,8 +265,8 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 	sp.LogAppendTime = info.LogAppendTime
 	sp.LogStartOffset = info.LogStartOffset
 	if !info.Duplicate {
-		p.maybeAdvanceHW()
-		p.notify()
+		p.maybeAdvanceHW() // wakes every fetch if it moved
+		p.notifyAppended()
 		if m := b.reqMetrics; m != nil {
 			m.produced(p, len(rp.Records), info.LastOffset-info.BaseOffset+1)
 		}

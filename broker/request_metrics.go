@@ -396,13 +396,14 @@ type requestTiming struct {
 // observe records a handled request: handled is when its response was
 // encoded (or the request handled, if no response is due), written when
 // the response was written (zero if none).
-func (c *conn) observe(req *request, handled, written time.Time, reqBytes, respBytes int, codes []int16) {
+func (c *conn) observe(x *exchange, handled, written time.Time, respBytes int) {
 	m := c.b.reqMetrics
+	req, reqBytes, codes := &x.req, x.reqBytes, x.codes
 	s := m.api(req.key, req.version)
 	if s == nil {
 		return
 	}
-	t := &c.timing
+	t := &x.timing
 	start := t.arrived
 	var queue time.Duration
 	if t.busyTill.After(start) {
@@ -423,7 +424,7 @@ func (c *conn) observe(req *request, handled, written time.Time, reqBytes, respB
 	s.duration.Observe(total)
 	s.reqSize.Observe(float64(reqBytes))
 
-	cs := m.client(c.client, c.clientSoftware, c.clientSoftwareVersion, req.clientID)
+	cs := m.client(c.client, x.software, x.softwareVersion, req.clientID)
 	c.client = cs
 	cs.bound.slot.count.Add(1)
 	ca := m.clientAPI(cs, req.key, s.api)

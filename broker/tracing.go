@@ -203,11 +203,11 @@ func setError(span trace.Span, code int16) {
 	span.SetStatus(codes.Error, name)
 }
 
-// endSpans ends the spans of the request just answered, at when.
-func (c *conn) endSpans(when time.Time) {
-	for _, s := range c.spans {
+// endSpans ends the spans of a request just answered, at when.
+func endSpans(spans *[]trace.Span, when time.Time) {
+	for _, s := range *spans {
 		s.End(trace.WithTimestamp(when))
 	}
-	clear(c.spans)
-	c.spans = c.spans[:0]
+	clear(*spans)
+	*spans = (*spans)[:0]
 }
