@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -21,12 +20,16 @@ import (
 // the two agree; the leader's high watermark and log start offset follow
 // along.
 
-// Replica fetch settings (Kafka's replica.fetch.* defaults).
+// Replica fetch settings (Kafka's replica.fetch.* defaults). A fetch
+// unanswered replicaFetchTimeout after its MaxWait closes the connection
+// (a leader that stopped answering, or a network fault that held the
+// request) and the fetcher reconnects after replicaFetchBackoff.
 const (
 	replicaFetchMaxWait      = 500 * time.Millisecond
 	replicaFetchMaxBytes     = 10 << 20
 	replicaFetchPartitionMax = 1 << 20
 	replicaFetchBackoff      = time.Second
+	replicaFetchTimeout      = 5 * time.Second
 )
 
 // fetchers runs the fetchers of this broker.
@@ -43,7 +46,6 @@ type fetcher struct {
 	f        *fetchers
 	leader   int32
 	endpoint string
-	cl       *kgo.Client
 	cancel   context.CancelFunc
 	done     chan struct{}
 
@@ -84,11 +86,7 @@ func (fs *fetchers) follow(p *partition) {
 		f = nil
 	}
 	if f == nil {
-		var err error
-		if f, err = fs.start(st.Leader, lb.Endpoint); err != nil {
-			fs.b.logger.Error("starting a replica fetcher failed", "leader", st.Leader, "endpoint", lb.Endpoint, "err", err)
-			return
-		}
+		f = fs.start(st.Leader, lb.Endpoint)
 		fs.byLeader[st.Leader] = f
 	}
 	f.mu.Lock()
@@ -152,22 +150,12 @@ func (fs *fetchers) close() {
 	}
 }
 
-func (fs *fetchers) start(leader int32, endpoint string) (*fetcher, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(endpoint),
-		kgo.ClientID(replicaClientPrefix+itoa(fs.b.cfg.NodeID)),
-		kgo.Dialer(fs.b.faults.dialer(peerReplication, leader)),
-		kgo.DisableClientMetrics(),
-		kgo.RequestTimeoutOverhead(10*time.Second),
-	)
-	if err != nil {
-		return nil, err
-	}
+func (fs *fetchers) start(leader int32, endpoint string) *fetcher {
 	ctx, cancel := context.WithCancel(fs.b.ctx)
-	f := &fetcher{f: fs, leader: leader, endpoint: endpoint, cl: cl, cancel: cancel, done: make(chan struct{}),
+	f := &fetcher{f: fs, leader: leader, endpoint: endpoint, cancel: cancel, done: make(chan struct{}),
 		parts: map[*partition]*fetchPartState{}, wake: make(chan struct{}, 1)}
 	go f.run(ctx)
-	return f, nil
+	return f
 }
 
 func (f *fetcher) poke() {
@@ -181,12 +169,18 @@ func (f *fetcher) poke() {
 func (f *fetcher) stop() {
 	f.cancel()
 	<-f.done
-	f.cl.Close()
 }
 
 func (f *fetcher) run(ctx context.Context) {
 	defer close(f.done)
-	logger := f.f.b.logger.With("leader", f.leader)
+	b := f.f.b
+	logger := b.logger.With("leader", f.leader)
+	var rc *replicaConn
+	defer func() {
+		if rc != nil {
+			rc.close()
+		}
+	}()
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		if backoff > 0 {
@@ -211,24 +205,37 @@ func (f *fetcher) run(ctx context.Context) {
 			backoff = 0
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, replicaFetchMaxWait+15*time.Second)
-		kresp, err := f.cl.SeedBrokers()[0].Request(rctx, req)
-		cancel()
+		if rc == nil {
+			var err error
+			rc, err = dialReplica(ctx, b.faults.dialer(peerReplication, f.leader), f.endpoint,
+				replicaClientPrefix+itoa(b.cfg.NodeID), replicaFetchTimeout)
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Debug("connecting to the leader failed; retrying", "err", err)
+				}
+				backoff = replicaFetchBackoff
+				continue
+			}
+		}
+		resp, buf, err := rc.fetch(ctx, req, replicaFetchMaxWait+replicaFetchTimeout)
 		if err != nil {
+			rc.close()
+			rc = nil
 			if ctx.Err() == nil {
-				logger.Debug("replica fetch failed; retrying", "err", err)
+				logger.Debug("replica fetch failed; reconnecting", "err", err)
 			}
 			backoff = replicaFetchBackoff
 			continue
 		}
-		resp := kresp.(*kmsg.FetchResponse)
 		if resp.ErrorCode != 0 {
+			putBuf(buf)
 			logger.Debug("replica fetch refused; retrying", "err", kerr.ErrorForCode(resp.ErrorCode))
 			backoff = replicaFetchBackoff
 			continue
 		}
 		backoff = 0
 		f.handle(resp, parts)
+		putBuf(buf) // the records are appended
 	}
 }
 
