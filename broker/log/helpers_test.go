@@ -405,6 +405,7 @@ type faultFS struct {
 	failRead     atomic.Bool
 	syncs        atomic.Int64
 	writes       atomic.Int64
+	readBytes    atomic.Int64 // bytes returned by ReadAt
 }
 
 var errInjected = errors.New("injected I/O error")
@@ -468,7 +469,9 @@ func (f *faultFile) ReadAt(p []byte, off int64) (int, error) {
 	if f.fs.failRead.Load() {
 		return 0, errInjected
 	}
-	return f.File.ReadAt(p, off)
+	n, err := f.File.ReadAt(p, off)
+	f.fs.readBytes.Add(int64(n))
+	return n, err
 }
 
 // noSyncFS is the OS file system without fsync, for fuzzing, where
