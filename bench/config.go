@@ -126,6 +126,9 @@ type Config struct {
 	// CPUProfile, if set, is a file for a Go CPU profile of the client
 	// (Run only).
 	CPUProfile string
+	// MemProfile, if set, is a file for a Go allocation profile of the
+	// client, written when the run ends (Run only).
+	MemProfile string
 
 	// ClientTelemetry lets the benchmark's clients push KIP-714 client
 	// metrics, as franz-go does by default (at the interval the broker
