@@ -140,6 +140,8 @@ func fillBenchSized(b *testing.B, l *testLog, total, size int) (batchSize, perBa
 // with fetches of maxBytes. The batches are of 16 KiB, and in batch=720KiB
 // of ~720 KiB (what four producers at full speed send, docs/benchmarks.md),
 // where a read of 1 MiB returns one batch, and should read only that batch.
+// batch=1KiB reads one small batch at a time, as a consumer keeping up
+// with a low rate does.
 func BenchmarkRead(b *testing.B) {
 	for _, bc := range []struct {
 		name                string
@@ -148,6 +150,7 @@ func BenchmarkRead(b *testing.B) {
 		{"max=64KiB", 16 << 10, 64 << 10},
 		{"max=1024KiB", 16 << 10, 1 << 20},
 		{"batch=720KiB", 720 << 10, 1 << 20},
+		{"batch=1KiB", 1 << 10, 1},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := benchConfig()

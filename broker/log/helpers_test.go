@@ -406,6 +406,7 @@ type faultFS struct {
 	syncs        atomic.Int64
 	writes       atomic.Int64
 	readBytes    atomic.Int64 // bytes returned by ReadAt
+	readCalls    atomic.Int64 // calls of ReadAt
 }
 
 var errInjected = errors.New("injected I/O error")
@@ -471,6 +472,7 @@ func (f *faultFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n, err := f.File.ReadAt(p, off)
 	f.fs.readBytes.Add(int64(n))
+	f.fs.readCalls.Add(1)
 	return n, err
 }
 

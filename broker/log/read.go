@@ -122,7 +122,11 @@ func (l *Log) readSegment(seg *segment, dst []byte, offset int64, maxBytes, maxF
 		dst = grown
 	}
 	buf := dst[have : have+n]
-	if _, err := readFullAt(seg.f, buf, pos); err != nil {
+	if b := hr.cached(pos, n); b != nil {
+		// The header read brought the batches in already: a consumer
+		// at the end of the log reads once, not twice.
+		copy(buf, b)
+	} else if _, err := readFullAt(seg.f, buf, pos); err != nil {
 		return dst, false, l.readFailed(seg, pos, err)
 	}
 	// Keep the whole batches below limit, checking each one's CRC: a batch

@@ -184,6 +184,37 @@ func TestReadWholeBatchesOnly(t *testing.T) {
 	}
 }
 
+// TestReadTailOnce: a consumer at the end of the log, reading the few small
+// batches appended since its last fetch, costs one read of the segment:
+// the read of the first batch's header brings them in. (With every batch
+// indexed, the header read starts at that batch; with a sparser index it
+// starts at the entry before it, and a second read may be needed.)
+func TestReadTailOnce(t *testing.T) {
+	fsys := newFaultFS()
+	cfg := DefaultConfig()
+	cfg.IndexIntervalBytes = 0
+	l := openAt(t, t.TempDir(), cfg, newClock(t0), fsys)
+	for i := range 50 {
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i)))
+	}
+	for i := range 3 {
+		next := l.EndOffset()
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i)))
+		l.mustAppend(sizedBatch(t, 2, 500, t0+int64(i)))
+		calls := fsys.readCalls.Load()
+		info, err := l.Read(nil, next, 1<<20, l.EndOffset())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hs := batches(t, info.Records); len(hs) != 2 || hs[0].BaseOffset != next {
+			t.Fatalf("read at %d: %+v", next, hs)
+		}
+		if n := fsys.readCalls.Load() - calls; n != 1 {
+			t.Fatalf("reading the tail took %d reads, want 1", n)
+		}
+	}
+}
+
 func TestReadStopsAtSegmentEnd(t *testing.T) {
 	cfg := smallConfig()
 	l := openTest(t, cfg)

@@ -277,6 +277,16 @@ func (r *headerReader) header(pos, limit int64) (BatchHeader, error) {
 	return h, nil
 }
 
+// cached returns the n bytes at pos if the last read brought them in, else
+// nil.
+func (r *headerReader) cached(pos int64, n int) []byte {
+	if r.start < 0 || pos < r.start || pos+int64(n) > r.start+int64(r.n) {
+		return nil
+	}
+	off := int(pos - r.start)
+	return r.buf[off : off+n]
+}
+
 // scanResult is the outcome of validating a segment batch by batch.
 type scanResult struct {
 	validSize int64  // bytes of whole valid batches from the start
