@@ -16,8 +16,12 @@ import (
 // Fields are owned by one of two goroutines: the feeding goroutine (run)
 // and the client's promise goroutine (franz-go calls a client's promises
 // serially). Everything is read by the coordinator only after outstanding
-// has been waited on.
+// has been waited on. The two goroutines' fields are a cache line apart:
+// the feed writing issued and the promise writing its counters on the
+// same line, once per record each, moved the line between the cores
+// twice per record.
 type producer struct {
+	// Set up before feeding starts, then only read.
 	idx          int
 	cl           *kgo.Client
 	topic        string
@@ -30,10 +34,15 @@ type producer struct {
 	pacer        *pacer
 	pool         sync.Pool // *benchRecord
 	promiseFn    func(*kgo.Record, error)
-	outstanding  sync.WaitGroup
 
+	_ cacheLinePad
 	// Owned by the feeding goroutine.
 	issued uint64 // sequence numbers handed out
+
+	_ cacheLinePad
+	// Done by the promise goroutine for every record, Add by the feeding
+	// one for every chunk of records.
+	outstanding sync.WaitGroup
 
 	// Owned by the promise goroutine.
 	hist      *histogram
@@ -48,6 +57,10 @@ type producer struct {
 	// Progress counters, written by the promise goroutine.
 	progRecords, progBytes, progErrors atomic.Int64
 }
+
+// cacheLinePad keeps what is written by different goroutines on different
+// cache lines (two of them: the prefetcher fetches lines in pairs).
+type cacheLinePad [128]byte
 
 func newProducer(cfg Config, idx int, run uint64, stamped bool, templates [][]byte, quota int64, rate float64, maxPartition int32) (*producer, error) {
 	cl, err := kgo.NewClient(cfg.producerOpts(idx)...)
