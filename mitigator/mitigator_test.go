@@ -595,3 +595,33 @@ func TestAuditRotation(t *testing.T) {
 		t.Fatalf("the new trail was not moved into place: %v", err)
 	}
 }
+
+// An operator's undemote outside the mitigator (vigil admin undemote, a
+// controller call) ends the open demotion; the broker is not demoted
+// again while the condition holds (a refusal says why), only once it has
+// cleared and returned.
+func TestUndemotedOutside(t *testing.T) {
+	fc := newFakeCtrl(3, 3, 1)
+	h := newHarness(t, fc, false, func(*Config) {})
+	s := sig("storage_degraded", 2)
+	h.at(0, s)
+	h.at(3*sec, s)
+	h.wantDecisions("demote done 2")
+	if _, err := fc.Undemote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	h.at(sec, s)
+	d := h.m.Decisions()[0]
+	if d.Open || !strings.Contains(d.UndoNote, "outside the mitigator") {
+		t.Fatalf("demotion after the operator's undemote: open %v, note %q", d.Open, d.UndoNote)
+	}
+	h.at(5*time.Minute, s) // past the cooldown, condition still there
+	h.wantDecisions("demote done 2", "demote refused 2")
+	if r := h.m.Decisions()[1]; !strings.Contains(r.Policy, "an operator undid") {
+		t.Fatalf("refusal: %q", r.Policy)
+	}
+	h.at(sec) // cleared
+	h.at(sec, s)
+	h.at(3*sec, s)
+	h.wantDecisions("demote done 2", "demote refused 2", "demote done 2")
+}
