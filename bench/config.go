@@ -29,6 +29,19 @@ const (
 	DefaultBalancer          = "range"
 	DefaultCommits           = 100
 
+	// DefaultGOGC is the garbage collector target the command line runs
+	// the clients with. A consumer's live heap is about one fetch
+	// response (a few MiB, which franz-go allocates afresh for every
+	// response) and it allocates the next one at once, so at Go's default
+	// of 100 it collects after almost every fetch: a third of the single
+	// consumer's CPU went to the collector and to faulting in the memory
+	// it had just handed back, and at 5,000 records/s the e2e clients
+	// collected 15 times a second, each collection a millisecond-scale
+	// stall somewhere in the e2e tail (docs/benchmarks.md, section 4). 400
+	// is what a throughput- or latency-minded Go program with a small
+	// heap would set; the heap grows to about five times what is live.
+	DefaultGOGC = 400
+
 	// bufferedBytesBudget is the per-producer budget used to size
 	// MaxBufferedRecords when Config.MaxBufferedRecords is zero: enough
 	// to keep several full batches per partition in flight. A larger
@@ -126,6 +139,15 @@ type Config struct {
 	// CPUProfile, if set, is a file for a Go CPU profile of the client
 	// (Run only).
 	CPUProfile string
+	// MemProfile, if set, is a file for a Go allocation profile of the
+	// client, written when the run ends (Run only).
+	MemProfile string
+
+	// GOGC, if non-zero, is the Go garbage collector's target percentage
+	// for the client process (Run only; debug.SetGCPercent, negative
+	// turns the collector off). The command line sets [DefaultGOGC]
+	// unless the GOGC environment variable or --gogc says otherwise.
+	GOGC int
 
 	// ClientTelemetry lets the benchmark's clients push KIP-714 client
 	// metrics, as franz-go does by default (at the interval the broker

@@ -84,6 +84,8 @@
 //	--client-telemetry         let the clients push KIP-714 client metrics, as
 //	                           franz-go does by default (default off: numbers
 //	                           exclude telemetry)
+//	--gogc N                   the clients' Go GC target percent (default $GOGC
+//	                           if set, else 400; see DefaultGOGC)
 //	--json                     print one JSON object instead of the text summary
 //
 // Record values are random uppercase letters (like kafka-producer-perf-test's),
@@ -127,7 +129,7 @@
 //	  does not run), record_size, acks ("all", "1", "0"), idempotent,
 //	  compression, linger_ms, batch_max_bytes, target_rate (0: unlimited),
 //	  duration_seconds (0: none), target_records (0: none), warmup_seconds,
-//	  client_telemetry
+//	  client_telemetry, gogc (the clients' GC target, omitted if not set)
 //	produce              (produce, e2e) a stage:
 //	  records            acknowledged records sent in the measured phase
 //	  bytes              their payload bytes

@@ -52,6 +52,7 @@ type Settings struct {
 	TargetRecords     int64    `json:"target_records"`
 	WarmupSeconds     float64  `json:"warmup_seconds"`
 	ClientTelemetry   bool     `json:"client_telemetry"`
+	GOGC              int      `json:"gogc,omitempty"`
 }
 
 // settingsOf echoes c for a run in mode over a topic with the given number
@@ -87,6 +88,7 @@ func settingsOf(c Config, mode string, partitions int32) Settings {
 		TargetRecords:     c.Records,
 		WarmupSeconds:     c.Warmup.Seconds(),
 		ClientTelemetry:   c.ClientTelemetry,
+		GOGC:              c.GOGC,
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -80,6 +82,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if cfg.GOGC != 0 {
+		debug.SetGCPercent(cfg.GOGC)
+	}
+	if cfg.MemProfile != "" {
+		f, err := os.Create(cfg.MemProfile)
+		if err != nil {
+			return fmt.Errorf("vigil bench: --memprofile: %w", err)
+		}
+		defer func() {
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintf(stderr, "vigil bench: --memprofile: %v\n", err)
+			}
+			f.Close()
+		}()
+	}
 	var res *Result
 	switch mode {
 	case modeProduce:
@@ -147,6 +164,8 @@ func parseArgs(args []string, usageOut io.Writer) (mode string, cfg Config, json
 	progress := fs.Duration("progress", time.Second, "print progress to stderr this often; 0 = never; off with --json unless given")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the benchmark client to `FILE`")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a Go allocation profile of the benchmark client to `FILE` at the end")
+	fs.IntVar(&cfg.GOGC, "gogc", envGOGC(), "the clients' Go garbage collector target `percent` (debug.SetGCPercent; -1: off; default: $GOGC if set, else 400)")
 	fs.StringVar(&cfg.GroupID, "group", "", "group: consumer group `ID` (default: a new group per run)")
 	fs.Var(choice{&cfg.Balancer, groupBalancers}, "balancer", "group: range, roundrobin, sticky, cooperative-sticky (classic protocol), uniform or server-range (KIP-848)")
 	fs.IntVar(&cfg.Commits, "commits", DefaultCommits, "group: synchronous commits per member once the group is stable")
@@ -289,4 +308,20 @@ func (c choice) Set(s string) error {
 		return nil
 	}
 	return fmt.Errorf("want one of %s", strings.Join(c.allowed, ", "))
+}
+
+// envGOGC is the --gogc default: the GOGC environment variable if it is
+// set (the Go runtime has applied it already), else DefaultGOGC.
+func envGOGC() int {
+	switch v := os.Getenv("GOGC"); v {
+	case "":
+		return DefaultGOGC
+	case "off":
+		return -1
+	default:
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		return DefaultGOGC
+	}
 }

@@ -66,13 +66,32 @@ func BenchmarkProduceRoundTrip(b *testing.B) {
 // request, over and over from the start (the data is in the page cache):
 // the consume path without the client's decoding.
 func BenchmarkFetchRoundTrip(b *testing.B) {
+	benchFetch(b, 64, 32, 1<<20) // ~66 KiB batches, ~2 MiB per partition
+}
+
+// BenchmarkFetchLargeBatches is BenchmarkFetchRoundTrip with the ~720 KiB
+// batches that producers at full speed send. With partmax=1MiB each
+// partition returns one batch; with partmax=512KiB, less than a batch, only
+// the first partition returns its batch (KIP-74) and the others nothing.
+func BenchmarkFetchLargeBatches(b *testing.B) {
+	for _, partMax := range []int32{1 << 20, 512 << 10} {
+		b.Run(fmt.Sprintf("partmax=%dKiB", partMax>>10), func(b *testing.B) {
+			benchFetch(b, 700, 3, partMax)
+		})
+	}
+}
+
+// benchFetch fills 6 partitions with n batches of the given number of
+// 1 KiB records each, then fetches from offset 0 of every partition with partMax bytes
+// per partition, one request at a time.
+func benchFetch(b *testing.B, records, n int, partMax int32) {
 	br := startBroker(b, "")
 	const parts = 6
 	brokerTopic(b, br, "bench", parts, nil)
 	c := dialRaw(b, br)
-	batch := makeBatch(-1, -1, -1, 64, make([]byte, 1024)) // ~66 KiB
+	batch := makeBatch(-1, -1, -1, records, make([]byte, 1024))
 	for p := int32(0); p < parts; p++ {
-		for range 32 { // ~2 MiB per partition
+		for range n {
 			if r := produceRaw(b, c, "bench", p, batch); r.ErrorCode != 0 {
 				b.Fatal(r.ErrorCode)
 			}
@@ -85,7 +104,7 @@ func BenchmarkFetchRoundTrip(b *testing.B) {
 	ft.Topic = "bench"
 	for p := int32(0); p < parts; p++ {
 		fp := kmsg.NewFetchRequestTopicPartition()
-		fp.Partition, fp.PartitionMaxBytes = p, 1<<20
+		fp.Partition, fp.PartitionMaxBytes = p, partMax
 		ft.Partitions = append(ft.Partitions, fp)
 	}
 	req.Topics = append(req.Topics, ft)

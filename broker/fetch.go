@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"math"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -344,8 +345,14 @@ func (b *Broker) readFetch(parts []fetchPart, maxBytes int, follower bool) (tota
 			}
 			readMax = fp.granted
 		}
+		// Only the first partition with data may return a batch larger
+		// than its limit: elsewhere such a batch is not even read.
+		maxFirst := math.MaxInt
+		if !minOne {
+			maxFirst = limit
+		}
 		fp.buf = getBuf(readMax)
-		info, err := p.log.Read(*fp.buf, fp.rp.FetchOffset, readMax, upTo)
+		info, err := p.log.ReadBounded(*fp.buf, fp.rp.FetchOffset, readMax, maxFirst, upTo)
 		if err != nil {
 			sp.ErrorCode, _ = p.errorCode(err)
 			errored = true

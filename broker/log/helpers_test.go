@@ -405,6 +405,8 @@ type faultFS struct {
 	failRead     atomic.Bool
 	syncs        atomic.Int64
 	writes       atomic.Int64
+	readBytes    atomic.Int64 // bytes returned by ReadAt
+	readCalls    atomic.Int64 // calls of ReadAt
 }
 
 var errInjected = errors.New("injected I/O error")
@@ -468,7 +470,10 @@ func (f *faultFile) ReadAt(p []byte, off int64) (int, error) {
 	if f.fs.failRead.Load() {
 		return 0, errInjected
 	}
-	return f.File.ReadAt(p, off)
+	n, err := f.File.ReadAt(p, off)
+	f.fs.readBytes.Add(int64(n))
+	f.fs.readCalls.Add(1)
+	return n, err
 }
 
 // noSyncFS is the OS file system without fsync, for fuzzing, where

@@ -113,6 +113,108 @@ func TestReadLimits(t *testing.T) {
 	}
 }
 
+// TestReadWholeBatchesOnly: a read returns the longest run of whole
+// batches that fits maxBytes (at least one) and reads little more than it
+// returns: not the rest of maxBytes, which would end inside a batch that
+// is not returned. ReadBounded does not read a first batch larger than
+// maxFirst at all. Whatever the index interval, and so however few index
+// entries there are to find batch boundaries by.
+func TestReadWholeBatchesOnly(t *testing.T) {
+	for _, interval := range []int{0, 4096, 1 << 20} {
+		t.Run(fmt.Sprintf("interval=%d", interval), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IndexIntervalBytes = interval
+			fsys := newFaultFS()
+			l := openAt(t, t.TempDir(), cfg, newClock(t0), fsys)
+			r := rand.New(rand.NewPCG(uint64(interval), 2))
+			var bases []int64
+			var sizes []int
+			for i := range 60 {
+				b := sizedBatch(t, 1+r.IntN(8), 4000+r.IntN(8000), t0+int64(i))
+				bases = append(bases, l.mustAppend(b).BaseOffset)
+				sizes = append(sizes, len(b))
+			}
+			end := l.EndOffset()
+			for range 300 {
+				i := r.IntN(len(bases))
+				maxBytes := r.IntN(400 << 10)
+				want, total := 1, sizes[i] // batches, bytes
+				for i+want < len(sizes) && total+sizes[i+want] <= maxBytes {
+					total += sizes[i+want]
+					want++
+				}
+				before := fsys.readBytes.Load()
+				info, err := l.Read(nil, bases[i], maxBytes, end)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hs := batches(t, info.Records)
+				if len(hs) != want || hs[0].BaseOffset != bases[i] {
+					t.Fatalf("Read(batch %d, maxBytes %d): %d batches from %d, want %d from %d", i, maxBytes, len(hs), hs[0].BaseOffset, want, bases[i])
+				}
+				// Besides the batches, the header reads (4 KiB each) that
+				// find the first batch, from the last index entry before it
+				// (with no entries, from the segment's start: a read per
+				// batch), and the end of the last, from the last entry
+				// before maxBytes.
+				// An index too sparse to find the last batch's end by leaves
+				// the read to go to maxBytes.
+				slack, upTo := int64(4*4096), int64(total)
+				if interval > 4096 {
+					slack += int64(i+1) * 4096
+					upTo = int64(max(total, maxBytes))
+				}
+				if read := fsys.readBytes.Load() - before; read > upTo+slack {
+					t.Fatalf("Read(batch %d, maxBytes %d) read %d bytes to return %d", i, maxBytes, read, total)
+				}
+				before = fsys.readBytes.Load()
+				info, err = l.ReadBounded(nil, bases[i], maxBytes, sizes[i]-1, end)
+				if err != nil || len(info.Records) != 0 {
+					t.Fatalf("ReadBounded(batch %d, maxFirst %d) = %d bytes, %v; want none", i, sizes[i]-1, len(info.Records), err)
+				}
+				if read := fsys.readBytes.Load() - before; read > slack {
+					t.Fatalf("ReadBounded(batch %d) read %d bytes to return none", i, read)
+				}
+				info, err = l.ReadBounded(nil, bases[i], maxBytes, sizes[i], end)
+				if err != nil || len(batches(t, info.Records)) != want {
+					t.Fatalf("ReadBounded(batch %d, maxFirst %d) = %d bytes, %v; want %d batches", i, sizes[i], len(info.Records), err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestReadTailOnce: a consumer at the end of the log, reading the few small
+// batches appended since its last fetch, costs one read of the segment:
+// the read of the first batch's header brings them in. (With every batch
+// indexed, the header read starts at that batch; with a sparser index it
+// starts at the entry before it, and a second read may be needed.)
+func TestReadTailOnce(t *testing.T) {
+	fsys := newFaultFS()
+	cfg := DefaultConfig()
+	cfg.IndexIntervalBytes = 0
+	l := openAt(t, t.TempDir(), cfg, newClock(t0), fsys)
+	for i := range 50 {
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i)))
+	}
+	for i := range 3 {
+		next := l.EndOffset()
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i)))
+		l.mustAppend(sizedBatch(t, 2, 500, t0+int64(i)))
+		calls := fsys.readCalls.Load()
+		info, err := l.Read(nil, next, 1<<20, l.EndOffset())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hs := batches(t, info.Records); len(hs) != 2 || hs[0].BaseOffset != next {
+			t.Fatalf("read at %d: %+v", next, hs)
+		}
+		if n := fsys.readCalls.Load() - calls; n != 1 {
+			t.Fatalf("reading the tail took %d reads, want 1", n)
+		}
+	}
+}
+
 func TestReadStopsAtSegmentEnd(t *testing.T) {
 	cfg := smallConfig()
 	l := openTest(t, cfg)

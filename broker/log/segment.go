@@ -234,6 +234,7 @@ type headerReader struct {
 	buf   []byte
 	start int64 // file position of buf[0]
 	n     int   // valid bytes in buf
+	reads int   // reads from the file so far
 }
 
 var headerBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
@@ -261,6 +262,7 @@ func (r *headerReader) header(pos, limit int64) (BatchHeader, error) {
 	}
 	if r.start < 0 || pos < r.start || pos+BatchHeaderSize > r.start+int64(r.n) {
 		n := int(min(int64(len(r.buf)), limit-pos))
+		r.reads++
 		if _, err := readFullAt(r.f, r.buf[:n], pos); err != nil {
 			r.start = -1
 			return BatchHeader{}, err
@@ -273,6 +275,16 @@ func (r *headerReader) header(pos, limit int64) (BatchHeader, error) {
 		return h, errTruncated
 	}
 	return h, nil
+}
+
+// cached returns the n bytes at pos if the last read brought them in, else
+// nil.
+func (r *headerReader) cached(pos int64, n int) []byte {
+	if r.start < 0 || pos < r.start || pos+int64(n) > r.start+int64(r.n) {
+		return nil
+	}
+	off := int(pos - r.start)
+	return r.buf[off : off+n]
 }
 
 // scanResult is the outcome of validating a segment batch by batch.
