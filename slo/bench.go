@@ -30,6 +30,11 @@ type BenchConfig struct {
 	Progress io.Writer
 	// CPUProfile, if set, is a file for a CPU profile of the cycles.
 	CPUProfile string
+	// MemProfile, if set, is the prefix of heap profiles written between
+	// the phases (outside the timed parts, each after a GC):
+	// PREFIX.ingest, PREFIX.history, PREFIX.first and PREFIX.last (after
+	// the ingest, the recorded history, the first and the last cycle).
+	MemProfile string
 }
 
 // BenchResult is what BenchFleet measured.
@@ -242,7 +247,10 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	res.IngestSeconds = time.Since(t0).Seconds()
 	res.IngestSamplesPerSecond = float64(res.Samples) / res.IngestSeconds
-	fmt.Fprintf(progress, "ingest: %d samples in %.1fs (%.0f samples/s)\n", res.Samples, res.IngestSeconds, res.IngestSamplesPerSecond)
+	fmt.Fprintf(progress, "ingest: %d samples in %.1fs (%.0f samples/s); %s\n", res.Samples, res.IngestSeconds, res.IngestSamplesPerSecond, memLine())
+	if err := writeHeapProfile(cfg.MemProfile, "ingest"); err != nil {
+		return nil, err
+	}
 
 	clock := start
 	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
@@ -255,6 +263,9 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	// cycle, and before the first cycle, so every lookup reads a real
 	// sample (in a full deployment these are a month of dense samples).
 	if err := eng.writeBenchHistory(ctx, start, end, progress); err != nil {
+		return nil, err
+	}
+	if err := writeHeapProfile(cfg.MemProfile, "history"); err != nil {
 		return nil, err
 	}
 	if cfg.CPUProfile != "" {
@@ -275,13 +286,19 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 			return nil, fmt.Errorf("cycle at %s: %w", clock.Format(time.RFC3339), err)
 		}
 		d := time.Since(c0)
+		fmt.Fprintf(progress, "cycle at %s: %v, %d signals; %s\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond), len(eng.Signals()), memLine())
 		if first {
 			res.FirstCycle = d
 			first = false
+			if err := writeHeapProfile(cfg.MemProfile, "first"); err != nil {
+				return nil, err
+			}
 		} else {
 			res.Cycles = append(res.Cycles, d)
 		}
-		fmt.Fprintf(progress, "cycle at %s: %v, %d signals\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond), len(eng.Signals()))
+	}
+	if err := writeHeapProfile(cfg.MemProfile, "last"); err != nil {
+		return nil, err
 	}
 	sorted := append([]time.Duration(nil), res.Cycles...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
@@ -409,18 +426,21 @@ func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, pr
 			return err
 		}
 	}
-	fmt.Fprintf(progress, "recorded history: %d samples in %.1fs\n", n, time.Since(t0).Seconds())
+	fmt.Fprintf(progress, "recorded history: %d samples in %.1fs; %s\n", n, time.Since(t0).Seconds(), memLine())
 	return nil
 }
 
 // peakRSS reads the process's resident set high-water mark (Linux).
-func peakRSS() uint64 {
+func peakRSS() uint64 { return procStatus("VmHWM:") }
+
+// procStatus reads a size in kB from /proc/self/status (Linux), in bytes.
+func procStatus(key string) uint64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
+		if strings.HasPrefix(line, key) {
 			f := strings.Fields(line)
 			if len(f) >= 2 {
 				kb, _ := strconv.ParseUint(f[1], 10, 64)
@@ -429,6 +449,32 @@ func peakRSS() uint64 {
 		}
 	}
 	return 0
+}
+
+// memLine describes the process's memory now, for progress lines.
+func memLine() string {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fmt.Sprintf("heap in use %.2f GiB, RSS %.2f GiB, peak RSS %.2f GiB", float64(ms.HeapInuse)/(1<<30),
+		float64(procStatus("VmRSS:"))/(1<<30), float64(peakRSS())/(1<<30))
+}
+
+// writeHeapProfile writes a heap profile to prefix.phase after a GC, if
+// prefix is set.
+func writeHeapProfile(prefix, phase string) error {
+	if prefix == "" {
+		return nil
+	}
+	runtime.GC()
+	f, err := os.Create(prefix + "." + phase)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // WriteText prints the result.
