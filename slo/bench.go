@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
 )
 
 // BenchConfig sizes the synthetic fleet of BenchFleet.
@@ -32,8 +35,8 @@ type BenchConfig struct {
 	CPUProfile string
 	// MemProfile, if set, is the prefix of heap profiles written between
 	// the phases (outside the timed parts, each after a GC):
-	// PREFIX.ingest, PREFIX.history, PREFIX.first and PREFIX.last (after
-	// the ingest, the recorded history, the first and the last cycle).
+	// PREFIX.history, PREFIX.ingest, PREFIX.first and PREFIX.last (after
+	// the recorded history, the ingest, the first and the last cycle).
 	MemProfile string
 }
 
@@ -113,6 +116,7 @@ type benchSeries struct {
 
 // benchBroker is one broker's series.
 type benchBroker struct {
+	base   labels.Labels // cluster, cell, broker, job
 	series []*benchSeries
 	slow   bool // its latencies are 20x, its probe failures 5%
 }
@@ -148,11 +152,6 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		dir = d
 	}
 	spec := BenchSpec()
-	db, err := OpenTSDB(dir, TSDBOptions{OutOfOrder: 30 * 24 * time.Hour})
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
 
 	// The fleet: per broker one probe location, the probe produce and
 	// e2e histograms, probe attempts and failures, requests and errors
@@ -167,7 +166,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		for b := 0; b < cfg.BrokersPerCluster; b++ {
 			cell := string(rune('a' + min(b/perCell, cfg.CellsPerCluster-1)))
 			base := labels.FromStrings("cluster", cluster, "cell", cell, "broker", strconv.Itoa(b), "job", "vigil")
-			br := &benchBroker{slow: (c*cfg.BrokersPerCluster+b)%97 == 0}
+			br := &benchBroker{base: base, slow: (c*cfg.BrokersPerCluster+b)%97 == 0}
 			with := func(name string, kv ...string) labels.Labels {
 				lb := labels.NewBuilder(base).Set(labels.MetricName, name)
 				for i := 0; i+1 < len(kv); i += 2 {
@@ -210,11 +209,30 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	res := &BenchResult{Clusters: cfg.Clusters, Brokers: len(brokers), Cells: cfg.Clusters * cfg.CellsPerCluster, ActiveSeries: nSeries,
 		SLOs: len(spec.SLOs), HealthRules: len(spec.HealthRules), GOMAXPROCS: runtime.GOMAXPROCS(0)}
-	fmt.Fprintf(progress, "fleet: %d clusters, %d brokers, %d series; writing %d minutes of scrapes\n", cfg.Clusters, len(brokers), nSeries, cfg.Minutes)
 
 	// Time: the run ends at end; raw metrics cover the last cfg.Minutes.
 	end := time.Now().Truncate(time.Minute)
 	start := end.Add(-time.Duration(cfg.Minutes) * time.Minute)
+
+	// Recorded history: the engine's cumulative counts at every step of
+	// the 10 minutes before each window's start as seen from the last
+	// cycle, and before the first cycle, so every lookup reads a real
+	// sample (in a full deployment these are a month of dense samples).
+	// It goes into a persisted block, where a month-old engine has it,
+	// before the TSDB is opened.
+	if err := writeBenchHistory(ctx, dir, spec, brokers, start, end, progress); err != nil {
+		return nil, err
+	}
+	if err := writeHeapProfile(cfg.MemProfile, "history"); err != nil {
+		return nil, err
+	}
+	db, err := OpenTSDB(dir, TSDBOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+
+	fmt.Fprintf(progress, "fleet: %d clusters, %d brokers, %d series; writing %d minutes of scrapes\n", cfg.Clusters, len(brokers), nSeries, cfg.Minutes)
 	scrapes := cfg.Minutes*4 + 1
 	t0 := time.Now()
 	workers := runtime.GOMAXPROCS(0)
@@ -256,16 +274,6 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
 		RollupEvery: time.Minute})
 	if err != nil {
-		return nil, err
-	}
-	// Recorded history: the engine's cumulative counts at every step of
-	// the 10 minutes before each window's start as seen from the last
-	// cycle, and before the first cycle, so every lookup reads a real
-	// sample (in a full deployment these are a month of dense samples).
-	if err := eng.writeBenchHistory(ctx, start, end, progress); err != nil {
-		return nil, err
-	}
-	if err := writeHeapProfile(cfg.MemProfile, "history"); err != nil {
 		return nil, err
 	}
 	if cfg.CPUProfile != "" {
@@ -378,21 +386,29 @@ func benchObservations(slow bool, _ int) []float64 {
 	return out
 }
 
-// writeBenchHistory writes recorded cumulative counts for every group the
-// fleet has, at each step of the 10 minutes before start and before
-// end-W for every window W ≥ 30m, as if the engine had run for 28 days.
-func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, progress io.Writer) error {
+// writeBenchHistory writes, into a block in dir, recorded cumulative
+// counts for every group of the fleet, at each step of the 10 minutes
+// before start and before end-W for every window W ≥ 30m, as if the
+// engine had run for 28 days. The groups are those the SLIs' queries
+// return: every broker has every metric of the fleet, so they are the
+// brokers' labels cut to each SLO's group_by.
+func writeBenchHistory(ctx context.Context, dir string, spec *Spec, brokers []*benchBroker, start, end time.Time, progress io.Writer) error {
 	t0 := time.Now()
+	const step = time.Minute
+	const span = 64 * 24 * time.Hour // the block's range: every sample of the month in one head
+	w, err := tsdb.NewBlockWriter(slog.New(slog.DiscardHandler), dir, span.Milliseconds())
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	n := 0
-	step := e.cfg.Step
-	for _, s := range e.slos {
-		// The groups: one instant evaluation of the SLI's total.
-		ss, err := e.cfg.Raw.Instant(ctx, s.c.total, end)
+	for i := range spec.SLOs {
+		c, err := compile(&spec.SLOs[i], step, DefaultWindows)
 		if err != nil {
 			return err
 		}
 		var points []time.Time
-		for _, w := range s.c.windows {
+		for _, w := range c.windows {
 			if w < 30*time.Minute {
 				continue
 			}
@@ -404,19 +420,26 @@ func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, pr
 			points = append(points, start.Add(-time.Duration(k)*step))
 		}
 		sort.Slice(points, func(i, j int) bool { return points[i].Before(points[j]) })
-		app := e.cfg.Store.Appender(ctx)
-		for _, x := range ss {
-			gl := groupLabels(x.Labels, s.c.slo.GroupBy)
-			lg := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "good")
-			lt := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "total")
+		seen := map[string]bool{}
+		app := w.Appender(ctx)
+		for _, b := range brokers {
+			gl := groupLabels(b.base, c.slo.GroupBy)
+			if seen[groupKey(gl)] {
+				continue
+			}
+			seen[groupKey(gl)] = true
+			lg := seriesLabels(metricEvents, c.slo.Name, gl, "event", "good")
+			lt := seriesLabels(metricEvents, c.slo.Name, gl, "event", "total")
 			var rg, rt storage.SeriesRef
 			for i, p := range points {
 				// A month of about 60 events per second, 0.05% bad.
 				total := float64(p.Unix()-points[0].Unix()+1) * 60
 				if rg, err = app.Append(rg, lg, p.UnixMilli(), total*0.9995); err != nil {
+					_ = app.Rollback()
 					return fmt.Errorf("history sample %d of %s: %w", i, lg, err)
 				}
 				if rt, err = app.Append(rt, lt, p.UnixMilli(), total); err != nil {
+					_ = app.Rollback()
 					return err
 				}
 				n += 2
@@ -426,7 +449,16 @@ func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, pr
 			return err
 		}
 	}
-	fmt.Fprintf(progress, "recorded history: %d samples in %.1fs; %s\n", n, time.Since(t0).Seconds(), memLine())
+	if _, err := w.Flush(ctx); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	// The block writer's head is garbage now; give its memory back so
+	// the phases measured after start from the fleet alone.
+	debug.FreeOSMemory()
+	fmt.Fprintf(progress, "recorded history: %d samples in a block in %.1fs; %s\n", n, time.Since(t0).Seconds(), memLine())
 	return nil
 }
 

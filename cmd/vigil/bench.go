@@ -31,7 +31,7 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Minutes, "minutes", 10, "minutes of raw metrics (one scrape every 15 s); one cycle per minute")
 	fs.StringVar(&cfg.Dir, "dir", "", "TSDB directory (default: a temporary one, removed after)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the evaluation cycles to this file")
-	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write heap profiles after the ingest, the recorded history, the first and the last cycle to this prefix (.ingest, .history, .first, .last)")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write heap profiles after the recorded history, the ingest, the first and the last cycle to this prefix (.history, .ingest, .first, .last)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
