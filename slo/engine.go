@@ -531,14 +531,14 @@ func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, grou
 	for i, gs := range st.Groups {
 		g := groups[i]
 		if v := float64(gs.BudgetRemaining); !math.IsNaN(v) {
-			if err := g.appendOut(app, s.c.slo.Name, t, v, metricBudgetRemaining); err != nil {
+			if err := g.appendOut(app, s.c, outBudget, t, v); err != nil {
 				_ = app.Rollback()
 				return err
 			}
 		}
 		for j, w := range gs.Windows {
 			if v := float64(w.BurnRate); !math.IsNaN(v) {
-				if err := g.appendOut(app, s.c.slo.Name, t, v, metricBurnRate, "window", s.c.windowNames[j]); err != nil {
+				if err := g.appendOut(app, s.c, outBurn+j, t, v); err != nil {
 					_ = app.Rollback()
 					return err
 				}

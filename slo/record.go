@@ -46,9 +46,8 @@ type group struct {
 	lastSeen int64 // ms of the last step with data
 	refGood  storage.SeriesRef
 	refTotal storage.SeriesRef
-	// cached series of the recorded status: labels and refs, by name
-	// and window
-	out map[string]*outSeries
+	// the recorded series (labels and refs), by place: outEventsGood ...
+	out []outSeries
 	// alert state
 	state      string
 	stateSince int64
@@ -376,20 +375,43 @@ type outSeries struct {
 	ref    storage.SeriesRef
 }
 
-// appendOut appends v to the group's recorded series name{extra...},
-// keeping its labels and ref for the next steps.
-func (g *group) appendOut(app storage.Appender, slo string, t int64, v float64, name string, extra ...string) error {
-	key := name
-	for _, x := range extra {
-		key += "\xff" + x
+// The recorded series of a group, by their place in group.out.
+const (
+	outEventsGood  = iota // vigil_slo_events_total{event="good"}
+	outEventsTotal        // vigil_slo_events_total{event="total"}
+	outRateGood           // vigil_slo_events:rate{event="good"}
+	outRateTotal          // vigil_slo_events:rate{event="total"}
+	outBudget             // vigil_slo_budget_remaining
+	outBurn               // vigil_slo_burn_rate{window=c.windowNames[i-outBurn]}
+)
+
+// outLabels returns the labels of recorded series i of group g.
+func (c *compiled) outLabels(i int, g labels.Labels) labels.Labels {
+	switch i {
+	case outEventsGood:
+		return seriesLabels(metricEvents, c.slo.Name, g, "event", "good")
+	case outEventsTotal:
+		return seriesLabels(metricEvents, c.slo.Name, g, "event", "total")
+	case outRateGood:
+		return seriesLabels(metricEventRate, c.slo.Name, g, "event", "good")
+	case outRateTotal:
+		return seriesLabels(metricEventRate, c.slo.Name, g, "event", "total")
+	case outBudget:
+		return seriesLabels(metricBudgetRemaining, c.slo.Name, g)
+	default:
+		return seriesLabels(metricBurnRate, c.slo.Name, g, "window", c.windowNames[i-outBurn])
 	}
-	o := g.out[key]
-	if o == nil {
-		if g.out == nil {
-			g.out = map[string]*outSeries{}
-		}
-		o = &outSeries{labels: seriesLabels(name, slo, g.labels, extra...)}
-		g.out[key] = o
+}
+
+// appendOut appends v to the group's recorded series i, keeping its
+// labels and ref for the next steps.
+func (g *group) appendOut(app storage.Appender, c *compiled, i int, t int64, v float64) error {
+	if g.out == nil {
+		g.out = make([]outSeries, outBurn+len(c.windows))
+	}
+	o := &g.out[i]
+	if o.labels.IsEmpty() {
+		o.labels = c.outLabels(i, g.labels)
 	}
 	ref, err := app.Append(o.ref, o.labels, t, v)
 	if err != nil && !isSkippable(err) {
@@ -400,18 +422,17 @@ func (g *group) appendOut(app storage.Appender, slo string, t int64, v float64, 
 }
 
 func (e *Engine) appendGroup(app storage.Appender, s *sloState, g *group, t int64, goodRate, totalRate float64, rates bool) error {
-	name := s.c.slo.Name
-	if err := g.appendOut(app, name, t, g.cumGood, metricEvents, "event", "good"); err != nil {
+	if err := g.appendOut(app, s.c, outEventsGood, t, g.cumGood); err != nil {
 		return err
 	}
-	if err := g.appendOut(app, name, t, g.cumTotal, metricEvents, "event", "total"); err != nil {
+	if err := g.appendOut(app, s.c, outEventsTotal, t, g.cumTotal); err != nil {
 		return err
 	}
 	if rates && !e.cfg.NoRateSeries {
-		if err := g.appendOut(app, name, t, goodRate, metricEventRate, "event", "good"); err != nil {
+		if err := g.appendOut(app, s.c, outRateGood, t, goodRate); err != nil {
 			return err
 		}
-		if err := g.appendOut(app, name, t, totalRate, metricEventRate, "event", "total"); err != nil {
+		if err := g.appendOut(app, s.c, outRateTotal, t, totalRate); err != nil {
 			return err
 		}
 	}
