@@ -527,7 +527,7 @@ func worst(groups []GroupStatus, n int) []GroupStatus {
 // recordStatus appends the budget remaining and burn rates of every
 // group, for history and dashboards.
 func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, groups []*group, t int64) error {
-	app := e.cfg.Store.Appender(ctx)
+	app := newBatchAppender(ctx, e.cfg.Store)
 	for i, gs := range st.Groups {
 		g := groups[i]
 		if v := float64(gs.BudgetRemaining); !math.IsNaN(v) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // The synthetic fleet of these tests: one cluster, cells a and b, a
@@ -341,5 +342,75 @@ func TestBackfillSpreadOverCycles(t *testing.T) {
 	checkWindow(t, b, time.Hour, 2200, 2200)
 	if a.State != stateOK || b.State != stateOK {
 		t.Errorf("states at 60m: a %s, b %s, want ok", a.State, b.State)
+	}
+}
+
+// A catch-up more than an hour behind the TSDB head goes through its
+// out-of-order path; committed in batches of a few samples (appendBatch),
+// it records every step and ends with the answers of an engine that ran
+// throughout (TestBudgetsAndBurnRates at 60m).
+func TestOutOfOrderCatchUpInBatches(t *testing.T) {
+	defer func(n int) { appendBatch = n }(appendBatch)
+	appendBatch = 3
+	db := openTestDB(t)
+	writeFleet(t, db)
+	// Another target scraped up to 3h: the head's newest sample.
+	app := db.Appender(context.Background())
+	if _, err := app.Append(0, labels.FromStrings("__name__", "up", "job", "y"), (3 * time.Hour).Milliseconds(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse("test.yaml", []byte(testSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.UnixMilli(0).Add(60*time.Minute + 10*time.Second)}
+	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db,
+		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if db.Head().MinOOOTime() > time.Minute.Milliseconds() {
+		t.Fatalf("the catch-up did not take the out-of-order path (first out-of-order sample at %d ms)", db.Head().MinOOOTime())
+	}
+	st, _ := e.Status("requests")
+	a, b := groupOf(t, st, "a"), groupOf(t, st, "b")
+	checkWindow(t, a, 5*time.Minute, 200, 200)
+	checkWindow(t, a, 30*time.Minute, 1000, 1200)
+	checkWindow(t, a, time.Hour, 2200, 2400)
+	checkWindow(t, b, time.Hour, 2200, 2200)
+	// Every step of every recorded series is there: 4 series per group
+	// (events and step rates, good and total), steps 1..60, except the
+	// rates of cell b in its scrape gap (steps 46..50).
+	q, err := db.Querier(0, (3 * time.Hour).Milliseconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, "vigil_slo_events.*"))
+	n := 0
+	for ss.Next() {
+		it := ss.At().Iterator(nil)
+		k := 0
+		for it.Next() != chunkenc.ValNone {
+			k++
+		}
+		l := ss.At().Labels()
+		want := 60
+		if l.Get(labels.MetricName) == metricEventRate && l.Get("cell") == "b" {
+			want = 55
+		}
+		if k != want {
+			t.Errorf("%s: %d samples, want %d", l, k, want)
+		}
+		n++
+	}
+	if err := ss.Err(); err != nil || n != 8 {
+		t.Errorf("%d recorded events series (%v), want 8", n, err)
 	}
 }

@@ -236,7 +236,7 @@ func (e *Engine) record(ctx context.Context, s *sloState, T int64) error {
 	if err != nil {
 		return fmt.Errorf("SLO %s: good/bad: %w", s.c.slo.Name, err)
 	}
-	app := e.cfg.Store.Appender(ctx)
+	app := newBatchAppender(ctx, e.cfg.Store)
 	secs := e.cfg.Step.Seconds()
 	for t := first; t <= last; t += step {
 		seen := map[string]bool{}
