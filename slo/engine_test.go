@@ -307,22 +307,43 @@ slos:
 	}
 }
 
-// A first run with Backfill records the past from the raw metrics, at
-// most MaxStepsPerCycle steps per cycle, and ends with the answers of an
-// engine that ran throughout (TestBudgetsAndBurnRates at 60m).
-func TestBackfillSpreadOverCycles(t *testing.T) {
-	db := openTestDB(t)
-	writeFleet(t, db)
+// newBackfillEngine returns an engine of testSpec at 60m that backfills
+// an hour, maxSteps steps per cycle (0: the default).
+func newBackfillEngine(t *testing.T, db *tsdb.DB, maxSteps int) *Engine {
+	t.Helper()
 	s, err := Parse("test.yaml", []byte(testSpec))
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.UnixMilli(0).Add(60*time.Minute + 10*time.Second)}
 	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db,
-		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour, MaxStepsPerCycle: 25})
+		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour, MaxStepsPerCycle: maxSteps})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// checkAt60m checks the windows of both cells at 60m against those of
+// TestBudgetsAndBurnRates and returns the groups.
+func checkAt60m(t *testing.T, e *Engine) (a, b GroupStatus) {
+	t.Helper()
+	st, _ := e.Status("requests")
+	a, b = groupOf(t, st, "a"), groupOf(t, st, "b")
+	checkWindow(t, a, 5*time.Minute, 200, 200)
+	checkWindow(t, a, 30*time.Minute, 1000, 1200)
+	checkWindow(t, a, time.Hour, 2200, 2400)
+	checkWindow(t, b, time.Hour, 2200, 2200)
+	return a, b
+}
+
+// A first run with Backfill records the past from the raw metrics, at
+// most MaxStepsPerCycle steps per cycle, and ends with the answers of an
+// engine that ran throughout (TestBudgetsAndBurnRates at 60m).
+func TestBackfillSpreadOverCycles(t *testing.T) {
+	db := openTestDB(t)
+	writeFleet(t, db)
+	e := newBackfillEngine(t, db, 25)
 	// The backfill reaches one SLO window back, steps 1..60 (step 0 would
 	// be out of the window): 1-25m, 26-50m, 51-60m, then nothing new.
 	for i, want := range []time.Duration{25 * time.Minute, 50 * time.Minute, 60 * time.Minute, 60 * time.Minute} {
@@ -334,12 +355,7 @@ func TestBackfillSpreadOverCycles(t *testing.T) {
 			t.Fatalf("cycle %d: status at %v, want %s", i+1, st.At.UTC(), want)
 		}
 	}
-	st, _ := e.Status("requests")
-	a, b := groupOf(t, st, "a"), groupOf(t, st, "b")
-	checkWindow(t, a, 5*time.Minute, 200, 200)
-	checkWindow(t, a, 30*time.Minute, 1000, 1200)
-	checkWindow(t, a, time.Hour, 2200, 2400)
-	checkWindow(t, b, time.Hour, 2200, 2200)
+	a, b := checkAt60m(t, e)
 	if a.State != stateOK || b.State != stateOK {
 		t.Errorf("states at 60m: a %s, b %s, want ok", a.State, b.State)
 	}
@@ -362,28 +378,14 @@ func TestOutOfOrderCatchUpInBatches(t *testing.T) {
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Parse("test.yaml", []byte(testSpec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := &fakeClock{t: time.UnixMilli(0).Add(60*time.Minute + 10*time.Second)}
-	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db,
-		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newBackfillEngine(t, db, 0)
 	if err := e.Cycle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if db.Head().MinOOOTime() > time.Minute.Milliseconds() {
 		t.Fatalf("the catch-up did not take the out-of-order path (first out-of-order sample at %d ms)", db.Head().MinOOOTime())
 	}
-	st, _ := e.Status("requests")
-	a, b := groupOf(t, st, "a"), groupOf(t, st, "b")
-	checkWindow(t, a, 5*time.Minute, 200, 200)
-	checkWindow(t, a, 30*time.Minute, 1000, 1200)
-	checkWindow(t, a, time.Hour, 2200, 2400)
-	checkWindow(t, b, time.Hour, 2200, 2200)
+	checkAt60m(t, e)
 	// Every step of every recorded series is there: 4 series per group
 	// (events and step rates, good and total), steps 1..60, except the
 	// rates of cell b in its scrape gap (steps 46..50).
