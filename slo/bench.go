@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,15 +54,22 @@ type BenchResult struct {
 	// from the recorded history; Cycles are the steady-state cycles (one
 	// recording step each), the last of them with every window's lookup
 	// hitting recorded samples (history written 28 days back).
-	FirstCycle    time.Duration
-	Cycles        []time.Duration
-	MedianCycle   time.Duration
-	MaxCycle      time.Duration
-	HeapInuse     uint64 // bytes, after the last cycle
-	PeakRSS       uint64 // bytes, the process's high-water mark (VmHWM)
-	GOMAXPROCS    int
-	Signals       int
-	SignalsByName map[string]int
+	FirstCycle  time.Duration
+	Cycles      []time.Duration
+	MedianCycle time.Duration
+	MaxCycle    time.Duration
+	// FirstCycleCPU and CyclesCPU are the process's CPU time (user and
+	// system, all threads: the engine, the GC, the TSDB) in each cycle;
+	// on a shared machine steadier than wall time. On n idle cores a
+	// cycle takes at least its CPU time / n.
+	FirstCycleCPU  time.Duration
+	CyclesCPU      []time.Duration
+	MedianCycleCPU time.Duration
+	HeapInuse      uint64 // bytes, after the last cycle
+	PeakRSS        uint64 // bytes, the process's high-water mark (VmHWM)
+	GOMAXPROCS     int
+	Signals        int
+	SignalsByName  map[string]int
 }
 
 // BenchSpec returns the 20 SLOs of the benchmark: the defaults and
@@ -289,30 +297,31 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	first := true
 	for clock = start.Add(time.Minute + 5*time.Second); !clock.After(end.Add(5 * time.Second)); clock = clock.Add(time.Minute) {
-		c0 := time.Now()
+		c0, cpu0 := time.Now(), processCPU()
 		if err := eng.Cycle(ctx); err != nil {
 			return nil, fmt.Errorf("cycle at %s: %w", clock.Format(time.RFC3339), err)
 		}
-		d := time.Since(c0)
-		fmt.Fprintf(progress, "cycle at %s: %v, %d signals; %s\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond), len(eng.Signals()), memLine())
+		d, cpu := time.Since(c0), processCPU()-cpu0
+		fmt.Fprintf(progress, "cycle at %s: %v (CPU %v), %d signals; %s\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond),
+			cpu.Round(time.Millisecond), len(eng.Signals()), memLine())
 		if first {
-			res.FirstCycle = d
+			res.FirstCycle, res.FirstCycleCPU = d, cpu
 			first = false
 			if err := writeHeapProfile(cfg.MemProfile, "first"); err != nil {
 				return nil, err
 			}
 		} else {
 			res.Cycles = append(res.Cycles, d)
+			res.CyclesCPU = append(res.CyclesCPU, cpu)
 		}
 	}
 	if err := writeHeapProfile(cfg.MemProfile, "last"); err != nil {
 		return nil, err
 	}
-	sorted := append([]time.Duration(nil), res.Cycles...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	if len(sorted) > 0 {
-		res.MedianCycle = sorted[len(sorted)/2]
-		res.MaxCycle = sorted[len(sorted)-1]
+	if len(res.Cycles) > 0 {
+		sorted := slices.Sorted(slices.Values(res.Cycles))
+		res.MedianCycle, res.MaxCycle = sorted[len(sorted)/2], sorted[len(sorted)-1]
+		res.MedianCycleCPU = slices.Sorted(slices.Values(res.CyclesCPU))[len(sorted)/2]
 	}
 	for _, st := range eng.Statuses() {
 		res.Groups += len(st.Groups)
@@ -515,7 +524,9 @@ func (r *BenchResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "ingest           %d samples in %.1f s: %.0f samples/s (GOMAXPROCS %d)\n", r.Samples, r.IngestSeconds, r.IngestSamplesPerSecond, r.GOMAXPROCS)
 	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up\n", r.SLOs, r.Groups, r.HealthRules)
 	fmt.Fprintf(w, "first cycle      %v (loads the recorded state, catches up)\n", r.FirstCycle.Round(time.Millisecond))
-	fmt.Fprintf(w, "cycles           %d: median %v, max %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond), r.MaxCycle.Round(time.Millisecond))
+	fmt.Fprintf(w, "first cycle CPU  %v\n", r.FirstCycleCPU.Round(time.Millisecond))
+	fmt.Fprintf(w, "cycles           %d: median %v, max %v; median CPU %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond),
+		r.MaxCycle.Round(time.Millisecond), r.MedianCycleCPU.Round(time.Millisecond))
 	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB\n", float64(r.HeapInuse)/(1<<30), float64(r.PeakRSS)/(1<<30))
 	fmt.Fprintf(w, "signals          %d %v\n", r.Signals, r.SignalsByName)
 }
