@@ -81,6 +81,9 @@ type Engine struct {
 	slos   []*sloState
 	health []*healthState
 	rolls  []*rollupState
+	// cost is how long each SLO, health rule and roll-up (in that order)
+	// took in the last cycle.
+	cost []time.Duration
 
 	mu       sync.RWMutex
 	statuses map[string]*Status
@@ -181,12 +184,22 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	T := (now.Add(-e.cfg.Delay).UnixMilli() / step) * step
 
 	e.raw = newMemo(e.cfg.Raw)
-	// SLOs (with their signals) and health rules share a pool of
-	// Concurrency workers.
-	n := len(e.slos) + len(e.health)
-	statuses := make([]*Status, len(e.slos))
+	// SLOs (with their signals), health rules and roll-ups share a pool
+	// of Concurrency workers, the items that took longest in the last
+	// cycle first, so that a long one does not start last and run alone.
+	ns, nh := len(e.slos), len(e.health)
+	n := ns + nh + len(e.rolls)
+	statuses := make([]*Status, ns)
 	sigs := make([][]Signal, n)
 	errs := make([]error, n)
+	if len(e.cost) != n {
+		e.cost = make([]time.Duration, n)
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return e.cost[order[a]] > e.cost[order[b]] })
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range min(e.cfg.Concurrency, max(1, n)) {
@@ -194,16 +207,21 @@ func (e *Engine) Cycle(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				if i < len(e.slos) {
+				t0 := time.Now()
+				switch {
+				case i < ns:
 					statuses[i], errs[i] = e.evalSLO(ctx, e.slos[i], T)
 					sigs[i] = e.sloSignals(ctx, e.slos[i], statuses[i])
-				} else {
-					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-len(e.slos)], now)
+				case i < ns+nh:
+					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-ns], now)
+				default:
+					errs[i] = e.evalRollup(ctx, e.rolls[i-ns-nh], now)
 				}
+				e.cost[i] = time.Since(t0)
 			}
 		}()
 	}
-	for i := range n {
+	for _, i := range order {
 		work <- i
 	}
 	close(work)
@@ -212,11 +230,6 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	var signals []Signal
 	for _, s := range sigs {
 		signals = append(signals, s...)
-	}
-	for _, r := range e.rolls {
-		if err := e.evalRollup(ctx, r, now); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	sort.Slice(signals, func(i, j int) bool { return signals[i].ID < signals[j].ID })
 	e.publish(now, statuses, signals)
