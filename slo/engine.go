@@ -290,7 +290,9 @@ const (
 // GroupStatus is the state of one group (or one roll-up) of an SLO.
 type GroupStatus struct {
 	// Level is "group", or the roll-up level: cell, cluster, fleet.
-	Level  string            `json:"level"`
+	Level string `json:"level"`
+	// Labels are the group's labels; the statuses of one group share
+	// the map, so it is read-only.
 	Labels map[string]string `json:"labels"`
 	// Groups counts the groups in a roll-up.
 	Groups int `json:"groups,omitempty"`
@@ -359,7 +361,7 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	}
 	at := s.last
 	st.At = time.UnixMilli(at)
-	prev := make([]func(string) (float64, float64), len(c.windows))
+	prev := make([]func(int) (float64, float64), len(c.windows))
 	for i, w := range c.windows {
 		m, err := e.lookup(ctx, s, w, at-w.Milliseconds())
 		if err != nil {
@@ -374,17 +376,19 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	type sums struct{ good, total []float64 }
 	ordered := make([]*group, 0, len(keys))
+	st.Groups = make([]GroupStatus, 0, len(keys))
 	for _, k := range keys {
 		g := s.groups[k]
 		ordered = append(ordered, g)
-		gs := GroupStatus{Level: "group", Labels: labelsMap(g.labels)}
-		var sm sums
+		if g.labelMap == nil {
+			g.labelMap = labelsMap(g.labels)
+		}
+		gs := GroupStatus{Level: "group", Labels: g.labelMap, Windows: make([]WindowStatus, 0, len(c.windows))}
+		idx := s.index[k]
 		for i, w := range c.windows {
-			pg, pt := prev[i](k)
+			pg, pt := prev[i](idx)
 			dg, dt := max(0, g.cumGood-pg), max(0, g.cumTotal-pt)
-			sm.good, sm.total = append(sm.good, dg), append(sm.total, dt)
 			gs.Windows = append(gs.Windows, windowStatus(w, dg, dt, budget))
 		}
 		e.judge(c, &gs, budget)
@@ -395,7 +399,7 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 		gs.Since = time.UnixMilli(g.stateSince)
 		st.Groups = append(st.Groups, gs)
 	}
-	st.Rollups = rollup(c, st.Groups, budget, e)
+	st.Rollups = rollup(c, st.Groups, ordered, budget, e)
 	st.Worst = worst(st.Groups, e.cfg.TopN)
 	if !e.cfg.NoRateSeries {
 		if err := e.recordStatus(ctx, s, st, ordered, at); err != nil {
@@ -457,10 +461,11 @@ var rollupLevels = []struct {
 }{{"cell", []string{"cluster", "cell"}}, {"cluster", []string{"cluster"}}, {"fleet", nil}}
 
 // rollup sums the groups' events per cell, per cluster and for the fleet,
-// for the levels strictly coarser than the SLO's groups.
-func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []GroupStatus {
+// for the levels strictly coarser than the SLO's groups (gs are the
+// groups' states, in the order of groups).
+func rollup(c *compiled, groups []GroupStatus, gs []*group, budget float64, e *Engine) []GroupStatus {
 	var out []GroupStatus
-	for _, lv := range rollupLevels {
+	for li, lv := range rollupLevels {
 		if len(lv.labels) >= len(c.slo.GroupBy) && lv.name != "fleet" {
 			continue
 		}
@@ -476,14 +481,14 @@ func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []Grou
 		}
 		agg := map[string]*GroupStatus{}
 		var order []string
-		for _, g := range groups {
-			m := map[string]string{}
-			for _, l := range lv.labels {
-				m[l] = g.Labels[l]
-			}
-			k := labelsString(m)
+		for gi, g := range groups {
+			k := gs[gi].rollKey(li)
 			a := agg[k]
 			if a == nil {
+				m := map[string]string{}
+				for _, l := range lv.labels {
+					m[l] = g.Labels[l]
+				}
 				a = &GroupStatus{Level: lv.name, Labels: m}
 				for _, w := range g.Windows {
 					a.Windows = append(a.Windows, WindowStatus{Window: w.Window})
@@ -510,29 +515,46 @@ func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []Grou
 	return out
 }
 
+// rollKey returns the key of the group's labels at roll-up level li.
+func (g *group) rollKey(li int) string {
+	if g.rollKeys == nil {
+		g.rollKeys = make([]string, len(rollupLevels))
+		for i, lv := range rollupLevels {
+			m := map[string]string{}
+			for _, l := range lv.labels {
+				m[l] = g.labels.Get(l)
+			}
+			g.rollKeys[i] = labelsString(m)
+		}
+	}
+	return g.rollKeys[li]
+}
+
 // worst returns the n groups with the least budget left (then the
 // highest short-window burn), skipping those without data.
 func worst(groups []GroupStatus, n int) []GroupStatus {
-	var gs []GroupStatus
-	for _, g := range groups {
+	var idx []int32
+	for i, g := range groups {
 		if !math.IsNaN(float64(g.BudgetRemaining)) {
-			gs = append(gs, g)
+			idx = append(idx, int32(i))
 		}
 	}
-	burn := func(g GroupStatus) float64 {
+	burn := func(g *GroupStatus) float64 {
 		if len(g.Windows) == 0 || math.IsNaN(float64(g.Windows[0].BurnRate)) {
 			return 0
 		}
 		return float64(g.Windows[0].BurnRate)
 	}
-	sort.SliceStable(gs, func(i, j int) bool {
-		if gs[i].BudgetRemaining != gs[j].BudgetRemaining {
-			return gs[i].BudgetRemaining < gs[j].BudgetRemaining
+	sort.SliceStable(idx, func(i, j int) bool {
+		a, b := &groups[idx[i]], &groups[idx[j]]
+		if a.BudgetRemaining != b.BudgetRemaining {
+			return a.BudgetRemaining < b.BudgetRemaining
 		}
-		return burn(gs[i]) > burn(gs[j])
+		return burn(a) > burn(b)
 	})
-	if len(gs) > n {
-		gs = gs[:n]
+	gs := make([]GroupStatus, 0, min(n, len(idx)))
+	for _, i := range idx[:min(n, len(idx))] {
+		gs = append(gs, groups[i])
 	}
 	return gs
 }

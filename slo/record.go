@@ -48,6 +48,11 @@ type group struct {
 	refTotal storage.SeriesRef
 	// the recorded series (labels and refs), by place: outEventsGood ...
 	out []outSeries
+	// labelMap is labels as a map, shared by every status of the group
+	// (GroupStatus.Labels); rollKeys are its keys at each roll-up level
+	// (rollupLevels). Both are built once.
+	labelMap map[string]string
+	rollKeys []string
 	// alert state
 	state      string
 	stateSince int64
@@ -474,11 +479,12 @@ type windowCache struct {
 	vals     [][]float64
 }
 
-// lookup returns a function giving, for a group key, the cumulative good
-// and total counts recorded at step t (zero for a group without a sample
-// there: it did not exist yet). Recorded steps never change, so a read
-// covers the lookups of the next lookupAhead cycles of this window.
-func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int64) (func(key string) (float64, float64), error) {
+// lookup returns a function giving, for a group's number (s.index), the
+// cumulative good and total counts recorded at step t (zero for a group
+// without a sample there: it did not exist yet). Recorded steps never
+// change, so a read covers the lookups of the next lookupAhead cycles of
+// this window.
+func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int64) (func(idx int) (float64, float64), error) {
 	step := e.cfg.Step.Milliseconds()
 	c := s.lcache[w]
 	if c == nil || t < c.from || t > c.to {
@@ -493,9 +499,8 @@ func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int
 		s.lcache[w] = c
 	}
 	row := c.vals[(t-c.from)/step]
-	return func(key string) (float64, float64) {
-		idx, ok := s.index[key]
-		if !ok || 2*idx+1 >= len(row) || math.IsNaN(row[2*idx+1]) {
+	return func(idx int) (float64, float64) {
+		if idx < 0 || 2*idx+1 >= len(row) || math.IsNaN(row[2*idx+1]) {
 			return 0, 0
 		}
 		g := row[2*idx]
