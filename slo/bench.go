@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -67,6 +68,7 @@ type BenchResult struct {
 	MedianCycleCPU time.Duration
 	HeapInuse      uint64 // bytes, after the last cycle
 	PeakRSS        uint64 // bytes, the process's high-water mark (VmHWM)
+	MemoryLimit    int64  // bytes, the Go runtime\'s soft memory limit (0: none)
 	GOMAXPROCS     int
 	Signals        int
 	SignalsByName  map[string]int
@@ -334,6 +336,9 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapInuse = ms.HeapInuse
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		res.MemoryLimit = l
+	}
 	res.PeakRSS = peakRSS()
 	return res, nil
 }
@@ -527,6 +532,7 @@ func (r *BenchResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "first cycle CPU  %v\n", r.FirstCycleCPU.Round(time.Millisecond))
 	fmt.Fprintf(w, "cycles           %d: median %v, max %v; median CPU %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond),
 		r.MaxCycle.Round(time.Millisecond), r.MedianCycleCPU.Round(time.Millisecond))
-	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB\n", float64(r.HeapInuse)/(1<<30), float64(r.PeakRSS)/(1<<30))
+	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB, Go memory limit %.2f GiB (0: none)\n", float64(r.HeapInuse)/(1<<30),
+		float64(r.PeakRSS)/(1<<30), float64(r.MemoryLimit)/(1<<30))
 	fmt.Fprintf(w, "signals          %d %v\n", r.Signals, r.SignalsByName)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 
 	"github.com/vigilhq/vigil/bench"
@@ -32,10 +33,16 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Dir, "dir", "", "TSDB directory (default: a temporary one, removed after)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the evaluation cycles to this file")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write heap profiles after the recorded history, the ingest, the first and the last cycle to this prefix (.history, .ingest, .first, .last)")
+	memLimit := fs.String("memory-limit", "auto", "Go soft memory limit: auto (GOMEMLIMIT, else 90% of a cgroup memory limit, else none), off, or a size such as 5GiB (docs/slo.md)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	limit, how, err := applyMemoryLimit(*memLimit)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "memory limit: %.2f GiB, %s\n", float64(limit)/(1<<30), how)
 	cfg.Progress = stderr
 	r, err := slo.BenchFleet(ctx, cfg)
 	if err != nil {
