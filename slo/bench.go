@@ -35,6 +35,13 @@ type BenchConfig struct {
 	Progress io.Writer
 	// CPUProfile, if set, is a file for a CPU profile of the cycles.
 	CPUProfile string
+	// RecordWindows, RecordAllWindows and RecordStepRates choose the
+	// recorded series as Config's RecordWindows and RecordStepRates do
+	// (RecordAllWindows: every window of every SLO, the engine's default
+	// before it recorded only 1h).
+	RecordWindows    []time.Duration
+	RecordAllWindows bool
+	RecordStepRates  bool
 	// MemProfile, if set, is the prefix of heap profiles written between
 	// the phases (outside the timed parts, each after a GC):
 	// PREFIX.history, PREFIX.ingest, PREFIX.first and PREFIX.last (after
@@ -68,10 +75,13 @@ type BenchResult struct {
 	MedianCycleCPU time.Duration
 	HeapInuse      uint64 // bytes, after the last cycle
 	PeakRSS        uint64 // bytes, the process's high-water mark (VmHWM)
-	MemoryLimit    int64  // bytes, the Go runtime\'s soft memory limit (0: none)
-	GOMAXPROCS     int
-	Signals        int
-	SignalsByName  map[string]int
+	MemoryLimit    int64  // bytes, the Go runtime's soft memory limit (0: none)
+	// HeadSeries is the TSDB head's series after the last cycle: the
+	// fleet's and the engine's recorded series.
+	HeadSeries    uint64
+	GOMAXPROCS    int
+	Signals       int
+	SignalsByName map[string]int
 }
 
 // BenchSpec returns the 20 SLOs of the benchmark: the defaults and
@@ -281,8 +291,18 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 
 	clock := start
+	record := cfg.RecordWindows
+	if cfg.RecordAllWindows {
+		for i := range spec.SLOs {
+			c, err := compile(&spec.SLOs[i], time.Minute, DefaultWindows)
+			if err != nil {
+				return nil, err
+			}
+			record = append(record, c.windows...)
+		}
+	}
 	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
-		RollupEvery: time.Minute})
+		RollupEvery: time.Minute, RecordWindows: record, RecordStepRates: cfg.RecordStepRates})
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +356,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapInuse = ms.HeapInuse
+	res.HeadSeries = db.Head().NumSeries()
 	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
 		res.MemoryLimit = l
 	}
@@ -527,7 +548,7 @@ func writeHeapProfile(prefix, phase string) error {
 func (r *BenchResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "fleet            %d clusters, %d brokers, %d cells, %d active series\n", r.Clusters, r.Brokers, r.Cells, r.ActiveSeries)
 	fmt.Fprintf(w, "ingest           %d samples in %.1f s: %.0f samples/s (GOMAXPROCS %d)\n", r.Samples, r.IngestSeconds, r.IngestSamplesPerSecond, r.GOMAXPROCS)
-	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up\n", r.SLOs, r.Groups, r.HealthRules)
+	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up; %d series in the TSDB head\n", r.SLOs, r.Groups, r.HealthRules, r.HeadSeries)
 	fmt.Fprintf(w, "first cycle      %v (loads the recorded state, catches up)\n", r.FirstCycle.Round(time.Millisecond))
 	fmt.Fprintf(w, "first cycle CPU  %v\n", r.FirstCycleCPU.Round(time.Millisecond))
 	fmt.Fprintf(w, "cycles           %d: median %v, max %v; median CPU %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond),

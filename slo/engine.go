@@ -56,9 +56,21 @@ type Config struct {
 	// Windows are reported for every SLO (those longer than its window are
 	// left out). Default DefaultWindows.
 	Windows []time.Duration
-	// NoRateSeries turns off recording vigil_slo_events:rate,
-	// vigil_slo_burn_rate and vigil_slo_budget_remaining (the step rates
-	// and status history); the cumulative counts are always recorded.
+	// RecordWindows are the windows whose burn rate is recorded per group
+	// after each evaluation, as vigil_slo_burn_rate{window}. Default 1h,
+	// the history the API serves. Each window costs a series per group
+	// (a TSDB head entry, docs/slo.md "Memory"), and any window's burn
+	// rate at any recorded step is two point lookups of
+	// vigil_slo_events_total (C(T) - C(T-W)) anyway. Windows an SLO does
+	// not report are skipped.
+	RecordWindows []time.Duration
+	// RecordStepRates records vigil_slo_events:rate, each step's good and
+	// total events per second, per group (Sloth's short-window rates).
+	// Default off: they are (C(T) - C(T-step)) / step.
+	RecordStepRates bool
+	// NoRateSeries turns off recording vigil_slo_burn_rate,
+	// vigil_slo_budget_remaining and vigil_slo_events:rate (the status
+	// history); the cumulative counts are always recorded.
 	NoRateSeries bool
 	// TopN is the number of worst offenders listed per SLO. Default 10.
 	TopN int
@@ -129,14 +141,21 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RecordWindows == nil {
+		cfg.RecordWindows = []time.Duration{time.Hour}
+	}
 	e := &Engine{cfg: cfg, statuses: map[string]*Status{}, rollups: map[string]*RollupStatus{}, subs: map[int]chan Update{}}
 	for i := range cfg.Spec.SLOs {
 		c, err := compile(&cfg.Spec.SLOs[i], cfg.Step, cfg.Windows)
 		if err != nil {
 			return nil, err
 		}
-		e.slos = append(e.slos, &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
-			lcache: map[time.Duration]*windowCache{}})
+		st := &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
+			lcache: map[time.Duration]*windowCache{}, recordBurn: make([]bool, len(c.windows))}
+		for j, w := range c.windows {
+			st.recordBurn[j] = slices.Contains(cfg.RecordWindows, w)
+		}
+		e.slos = append(e.slos, st)
 	}
 	for i := range cfg.Spec.HealthRules {
 		e.health = append(e.health, &healthState{rule: &cfg.Spec.HealthRules[i], active: map[string]*activeSeries{}})
@@ -559,8 +578,8 @@ func worst(groups []GroupStatus, n int) []GroupStatus {
 	return gs
 }
 
-// recordStatus appends the budget remaining and burn rates of every
-// group, for history and dashboards.
+// recordStatus appends the budget remaining and the burn rates of the
+// recorded windows of every group, for history and dashboards.
 func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, groups []*group, t int64) error {
 	app := newBatchAppender(ctx, e.cfg.Store)
 	for i, gs := range st.Groups {
@@ -572,7 +591,7 @@ func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, grou
 			}
 		}
 		for j, w := range gs.Windows {
-			if v := float64(w.BurnRate); !math.IsNaN(v) {
+			if v := float64(w.BurnRate); s.recordBurn[j] && !math.IsNaN(v) {
 				if err := g.appendOut(app, s.c, outBurn+j, t, v); err != nil {
 					_ = app.Rollback()
 					return err

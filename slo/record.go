@@ -20,15 +20,17 @@ import (
 //
 // The events of any window W ending at T are then C(T) - C(T-W): two
 // point lookups per window, whatever its length, instead of a 28-day
-// range query over the raw metrics. The step rates themselves are
-// recorded too, as Sloth does, for graphs:
-//
-//	vigil_slo_events:rate{slo, event, <group>} (events per second over the step)
-//
-// and, after each evaluation, the budget remaining and burn rates:
+// range query over the raw metrics. After each evaluation, for history
+// and graphs, the budget remaining and the burn rate of the windows in
+// Config.RecordWindows (1h by default):
 //
 //	vigil_slo_budget_remaining{slo, <group>}
 //	vigil_slo_burn_rate{slo, window, <group>}
+//
+// and, with Config.RecordStepRates, the step rates, as Sloth records
+// them:
+//
+//	vigil_slo_events:rate{slo, event, <group>} (events per second over the step)
 const (
 	metricEvents          = "vigil_slo_events_total"
 	metricEventRate       = "vigil_slo_events:rate"
@@ -70,6 +72,9 @@ type sloState struct {
 	// data. A new group in either case resumes from the store.
 	history bool
 	evicted map[string]bool
+	// recordBurn tells, per window of c.windows, whether its burn rate is
+	// recorded (Config.RecordWindows).
+	recordBurn []bool
 	// index numbers every group key ever seen, for the lookup caches.
 	index  map[string]int
 	lcache map[time.Duration]*windowCache
@@ -433,7 +438,7 @@ func (e *Engine) appendGroup(app storage.Appender, s *sloState, g *group, t int6
 	if err := g.appendOut(app, s.c, outEventsTotal, t, g.cumTotal); err != nil {
 		return err
 	}
-	if rates && !e.cfg.NoRateSeries {
+	if rates && e.cfg.RecordStepRates && !e.cfg.NoRateSeries {
 		if err := g.appendOut(app, s.c, outRateGood, t, goodRate); err != nil {
 			return err
 		}

@@ -210,7 +210,11 @@ type observerFile struct {
 	ReportSchedule string            `yaml:"report_schedule"`
 	ReportDir      string            `yaml:"report_dir"`
 	MemoryLimit    string            `yaml:"memory_limit"`
-	Targets        []slo.Target      `yaml:"targets"`
+	// RecordWindows are the windows whose burn rate is recorded per SLO
+	// group (default [1h]); RecordStepRates adds vigil_slo_events:rate.
+	RecordWindows   []string     `yaml:"record_windows"`
+	RecordStepRates bool         `yaml:"record_step_rates"`
+	Targets         []slo.Target `yaml:"targets"`
 	// Controllers enables the mitigator (controller API addresses).
 	Controllers    []string `yaml:"controllers"`
 	MitigationMode string   `yaml:"mitigation_mode"`
@@ -242,6 +246,8 @@ Config file (YAML; flags override it):
   controllers: [controller-0:8090]       # enables the mitigator
   mitigation_mode: dry-run               # off | dry-run | approve | auto
   memory_limit: auto                     # Go soft memory limit: auto | off | 5GiB
+  record_windows: [1h]                   # burn rates recorded per SLO group
+  record_step_rates: false               # also record vigil_slo_events:rate
   targets:
     - url: http://broker-0:8080/metrics
       labels: {cluster: prod, cell: a}
@@ -350,6 +356,14 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		*p.dst = time.Duration(d)
 	}
+	for _, w := range f.RecordWindows {
+		d, err := model.ParseDuration(w)
+		if err != nil {
+			return fmt.Errorf("record_windows: %w", err)
+		}
+		cfg.RecordWindows = append(cfg.RecordWindows, time.Duration(d))
+	}
+	cfg.RecordStepRates = f.RecordStepRates
 	if *step > 0 {
 		cfg.Step = *step
 	}
