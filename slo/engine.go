@@ -382,7 +382,7 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	st.At = time.UnixMilli(at)
 	prev := make([]func(int) (float64, float64), len(c.windows))
 	for i, w := range c.windows {
-		m, err := e.lookup(ctx, s, w, at-w.Milliseconds())
+		m, err := e.lookup(ctx, s, i, at-w.Milliseconds())
 		if err != nil {
 			st.Error = err.Error()
 			return st, err

@@ -488,12 +488,20 @@ type windowCache struct {
 // cumulative good and total counts recorded at step t (zero for a group
 // without a sample there: it did not exist yet). Recorded steps never
 // change, so a read covers the lookups of the next lookupAhead cycles of
-// this window.
-func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int64) (func(idx int) (float64, float64), error) {
+// this window (wi is its index in s.c.windows).
+func (e *Engine) lookup(ctx context.Context, s *sloState, wi int, t int64) (func(idx int) (float64, float64), error) {
 	step := e.cfg.Step.Milliseconds()
+	w := s.c.windows[wi]
 	c := s.lcache[w]
 	if c == nil || t < c.from || t > c.to {
-		to := min(t+(lookupAhead-1)*step, s.last)
+		ahead := int64(lookupAhead - 1)
+		if c == nil {
+			// The first reads cover one step less per window, so that
+			// later the windows' reads fall in different cycles, not
+			// all in every lookupAhead-th one.
+			ahead -= int64(wi % lookupAhead)
+		}
+		to := min(t+ahead*step, s.last)
 		if to < t {
 			to = t
 		}
