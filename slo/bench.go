@@ -257,6 +257,9 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	t0 := time.Now()
 	workers := runtime.GOMAXPROCS(0)
 	for s := 0; s < scrapes; s++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		ts := start.Add(time.Duration(s) * 15 * time.Second).UnixMilli()
 		var wg sync.WaitGroup
 		errs := make([]error, workers)
@@ -442,17 +445,28 @@ func writeBenchHistory(ctx context.Context, dir string, spec *Spec, brokers []*b
 		if err != nil {
 			return err
 		}
+		// Only steps before start: the engine records from start on, and
+		// a block reaching start would put the first scrape behind the
+		// head's minimum time (with --minutes 30 or more, where the 30m
+		// window's steps fall inside the scraped span).
+		seenAt := map[time.Time]bool{}
 		var points []time.Time
+		add := func(p time.Time) {
+			if p.Before(start) && !seenAt[p] {
+				seenAt[p] = true
+				points = append(points, p)
+			}
+		}
 		for _, w := range c.windows {
 			if w < 30*time.Minute {
 				continue
 			}
 			for k := 10; k >= 0; k-- {
-				points = append(points, end.Add(-w-time.Duration(k)*step))
+				add(end.Add(-w - time.Duration(k)*step))
 			}
 		}
 		for k := 10; k >= 1; k-- {
-			points = append(points, start.Add(-time.Duration(k)*step))
+			add(start.Add(-time.Duration(k) * step))
 		}
 		sort.Slice(points, func(i, j int) bool { return points[i].Before(points[j]) })
 		seen := map[string]bool{}
