@@ -359,7 +359,7 @@ func (m *metaStore) dropLocked(p *partition, topicDeleted bool) {
 	if m.hooks != nil {
 		m.hooks.stopped(p)
 	}
-	_ = p.log.Close() // the data is going: a failed flush does not matter
+	_ = p.log.Discard() // the data is going: nothing to flush
 	dir := m.partitionDir(p.topic, p.index)
 	to := filepath.Join(m.cfg.DataDir, deleteDirName(p.topic, p.index, p.topicID))
 	if err := m.fs().Rename(dir, to); err != nil {

@@ -105,27 +105,26 @@ func (p *partition) addWaiter(ch chan struct{}, replica bool) {
 	if p.waiters == nil {
 		p.waiters = make(map[chan struct{}]bool)
 	}
-	p.waiters[ch] = replica
-	p.countWaitersLocked()
+	if _, ok := p.waiters[ch]; !ok {
+		p.waiters[ch] = replica
+		p.nwait.Add(1)
+		if replica {
+			p.nreplica.Add(1)
+		}
+	}
 	p.wmu.Unlock()
 }
 
 func (p *partition) removeWaiter(ch chan struct{}) {
 	p.wmu.Lock()
-	delete(p.waiters, ch)
-	p.countWaitersLocked()
-	p.wmu.Unlock()
-}
-
-func (p *partition) countWaitersLocked() {
-	n := 0
-	for _, replica := range p.waiters {
+	if replica, ok := p.waiters[ch]; ok {
+		delete(p.waiters, ch)
+		p.nwait.Add(-1)
 		if replica {
-			n++
+			p.nreplica.Add(-1)
 		}
 	}
-	p.nwait.Store(int32(len(p.waiters)))
-	p.nreplica.Store(int32(n))
+	p.wmu.Unlock()
 }
 
 // notify wakes every waiting fetch (the high watermark moved, or the

@@ -260,7 +260,13 @@ func TestClientCardinalityBounded(t *testing.T) {
 		}
 		return out
 	}
-	got := ids()
+	// A request is counted just after its answer is written: wait for the
+	// last one.
+	var got map[string]float64
+	waitFor(t, "the last request counted", time.Minute, func() bool {
+		got = ids()
+		return got[otherLabel] >= 10000-limit
+	})
 	if len(got) > limit+1 {
 		t.Fatalf("%d client ids have series; the limit is %d plus other", len(got), limit)
 	}
@@ -272,7 +278,10 @@ func TestClientCardinalityBounded(t *testing.T) {
 	}
 	b.reqMetrics.rankLabels()
 	send("busy")
-	got = ids()
+	waitFor(t, "the busy client's request counted in its own series", time.Minute, func() bool {
+		got = ids()
+		return got["busy"] >= 1
+	})
 	if got["busy"] != 1 {
 		t.Fatalf("after ranking, the busiest client has %v requests in its own series; series: %d", got["busy"], len(got))
 	}

@@ -170,7 +170,7 @@ func (c *core) step(now time.Time, signals []slo.Signal, view *View, viewErr str
 	// Undos first, so a mitigation ending frees its cell in the order
 	// the audit trail shows.
 	for _, id := range ids {
-		c.stepUndo(now, c.brokers[id], ch)
+		c.stepUndo(now, c.brokers[id], view, ch)
 	}
 	for _, id := range ids {
 		c.stepNew(now, c.brokers[id], view, suppressed, ch)
@@ -363,8 +363,21 @@ func joinIDs(ids []int32) string {
 // stepUndo ends what should end for one broker: operator holds,
 // pending approvals whose condition cleared, mitigations of a broker
 // healthy again; and records a broker down.
-func (c *core) stepUndo(now time.Time, t *track, ch *changes) {
+func (c *core) stepUndo(now time.Time, t *track, view *View, ch *changes) {
 	cfg := &c.cfg
+	// Undone outside the mitigator (an operator's vigil admin undemote or
+	// unfence): the mitigation ends, and, as after an undo through the
+	// API, it is not done again until the condition clears.
+	if b, ok := view.broker(t.id); ok {
+		if d := t.open[ActDemote]; d != nil && d.Outcome == OutDone && !b.Demoted {
+			c.endOutside(now, t, d, fmt.Sprintf("broker %d was undemoted outside the mitigator (vigil admin undemote)", t.id))
+			ch.add(d)
+		}
+		if d := t.open[ActFence]; d != nil && d.Outcome == OutDone && !b.AdminFenced {
+			c.endOutside(now, t, d, fmt.Sprintf("broker %d was unfenced outside the mitigator (vigil admin unfence)", t.id))
+			ch.add(d)
+		}
+	}
 	// Operator holds end when the condition has cleared.
 	for a := range t.held {
 		if !t.activeCond(condStorage) && !t.activeCond(condStuck) && !t.activeCond(condUnreachable) && !t.activeCond(condSlow) && !t.activeCond(condDown) {
@@ -682,6 +695,15 @@ func (c *core) undo(now time.Time, t *track, d *Decision, action, detector, reas
 		t.held[d.Action] = true
 	}
 	return u
+}
+
+// endOutside ends open decision d, undone by someone else, and holds its
+// action until the condition clears.
+func (c *core) endOutside(now time.Time, t *track, d *Decision, note string) {
+	d.Open, d.Updated, d.UndoNote = false, now, note
+	delete(t.open, d.Action)
+	t.lastEnd[d.Action] = now
+	t.held[d.Action] = true
 }
 
 // close ends open decision d, undone by u.

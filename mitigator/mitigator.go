@@ -57,7 +57,7 @@ func New(cfg Config, ctrl Controller, prov Provisioner) (*Mitigator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mitigator: registering metrics: %w", err)
 	}
-	a, ds, mode, err := openAudit(cfg.DataDir)
+	a, ds, mode, err := openAudit(cfg.DataDir, cfg.AuditMaxBytes, cfg.AuditKeep, cfg.Clock)
 	if err != nil {
 		return nil, err
 	}

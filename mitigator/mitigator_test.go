@@ -3,6 +3,9 @@ package mitigator
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -531,4 +534,94 @@ func TestReplaceDegradedBrokerEndsItsDemotion(t *testing.T) {
 	}
 	h.wantDecisions("demote done 1", "replace done 1")
 	h.wantCalls("demote 1", "reassign 3", "decommission 1")
+}
+
+// The audit trail rotates past AuditMaxBytes: the new trail starts with
+// the mode and every decision's last state, so a restart restores the
+// same decisions from it alone; only AuditKeep rotated trails stay; a
+// rotation a crash interrupted between its renames is completed.
+func TestAuditRotation(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(c *Config) { c.DataDir, c.AuditMaxBytes, c.AuditKeep = dir, 2000, 2 }
+	h := newHarness(t, newFakeCtrl(3, 3, 1), false, cfg)
+	if err := h.m.SetMode(ModeApprove); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ { // demote (pending approval) and cancel, repeatedly
+		s := sig("storage_degraded", 2)
+		h.at(0, s)
+		h.at(3*sec, s)
+		h.at(time.Minute)
+	}
+	before := h.m.Decisions()
+	if len(before) < 4 {
+		t.Fatalf("%d decisions; the test wants several", len(before))
+	}
+	h.m.Close()
+	rotated, err := filepath.Glob(filepath.Join(dir, "mitigations-*.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rotated) != 2 {
+		t.Fatalf("%d rotated trails %v, want AuditKeep = 2 (the trail grew past 2,000 bytes several times)", len(rotated), rotated)
+	}
+
+	check := func(what string) {
+		t.Helper()
+		h.start()
+		defer h.m.Close()
+		if h.m.Mode() != ModeApprove {
+			t.Fatalf("%s: mode %s", what, h.m.Mode())
+		}
+		after := h.m.Decisions()
+		if len(after) != len(before) {
+			t.Fatalf("%s: %d decisions, %d before", what, len(after), len(before))
+		}
+		for i := range before {
+			if after[i].ID != before[i].ID || after[i].Outcome != before[i].Outcome || after[i].Open != before[i].Open {
+				t.Fatalf("%s: decision %d: %+v, before %+v", what, i, after[i], before[i])
+			}
+		}
+	}
+	check("restart")
+	// A crash between the two renames of a rotation: the trail is gone,
+	// the complete new one is beside it.
+	trail := filepath.Join(dir, AuditFile)
+	if err := os.Rename(trail, trail+".new"); err != nil {
+		t.Fatal(err)
+	}
+	check("interrupted rotation")
+	if _, err := os.Stat(trail + ".new"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the new trail was not moved into place: %v", err)
+	}
+}
+
+// An operator's undemote outside the mitigator (vigil admin undemote, a
+// controller call) ends the open demotion; the broker is not demoted
+// again while the condition holds (a refusal says why), only once it has
+// cleared and returned.
+func TestUndemotedOutside(t *testing.T) {
+	fc := newFakeCtrl(3, 3, 1)
+	h := newHarness(t, fc, false, func(*Config) {})
+	s := sig("storage_degraded", 2)
+	h.at(0, s)
+	h.at(3*sec, s)
+	h.wantDecisions("demote done 2")
+	if _, err := fc.Undemote(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	h.at(sec, s)
+	d := h.m.Decisions()[0]
+	if d.Open || !strings.Contains(d.UndoNote, "outside the mitigator") {
+		t.Fatalf("demotion after the operator's undemote: open %v, note %q", d.Open, d.UndoNote)
+	}
+	h.at(5*time.Minute, s) // past the cooldown, condition still there
+	h.wantDecisions("demote done 2", "demote refused 2")
+	if r := h.m.Decisions()[1]; !strings.Contains(r.Policy, "an operator undid") {
+		t.Fatalf("refusal: %q", r.Policy)
+	}
+	h.at(sec) // cleared
+	h.at(sec, s)
+	h.at(3*sec, s)
+	h.wantDecisions("demote done 2", "demote refused 2", "demote done 2")
 }

@@ -80,6 +80,11 @@ type Config struct {
 	// DataDir holds the audit trail (mitigations.jsonl, append-only,
 	// fsynced). Empty keeps the trail in memory only.
 	DataDir string
+	// AuditMaxBytes is how much a trail may grow before it is rotated
+	// (default 64 MiB; negative: never); AuditKeep how many rotated trails
+	// are kept (default 10; negative: none).
+	AuditMaxBytes int64
+	AuditKeep     int
 
 	// Sustain is how long a condition must hold before it is acted on
 	// (default 3s). The health rules' own `for` debounce the signals
@@ -151,6 +156,13 @@ func (c *Config) setDefaults() error {
 	def(&c.ReplaceTimeout, 30*time.Minute)
 	def(&c.Tick, time.Second)
 	def(&c.AlertTTL, 15*time.Minute)
+	if c.AuditMaxBytes == 0 {
+		c.AuditMaxBytes = 64 << 20
+	}
+	if c.AuditKeep == 0 {
+		c.AuditKeep = 10
+	}
+	c.AuditKeep = max(c.AuditKeep, 0)
 	if c.MaxSickCellFraction == 0 {
 		c.MaxSickCellFraction = 0.67
 	}

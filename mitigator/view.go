@@ -38,6 +38,16 @@ type PartitionView struct {
 	Reassigning bool
 }
 
+// broker returns broker id as the view has it; false without a view or
+// without that broker.
+func (v *View) broker(id int32) (BrokerView, bool) {
+	if v == nil {
+		return BrokerView{}, false
+	}
+	b, ok := v.Brokers[id]
+	return b, ok
+}
+
 // ViewFromImage builds a View from a controller image; topics without a
 // min.insync.replicas override get defaultMinInsync.
 func ViewFromImage(img *controller.Image, defaultMinInsync int) *View {

@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
 )
 
 // BenchConfig sizes the synthetic fleet of BenchFleet.
@@ -30,6 +35,18 @@ type BenchConfig struct {
 	Progress io.Writer
 	// CPUProfile, if set, is a file for a CPU profile of the cycles.
 	CPUProfile string
+	// RecordWindows, RecordAllWindows and RecordStepRates choose the
+	// recorded series as Config's RecordWindows and RecordStepRates do
+	// (RecordAllWindows: every window of every SLO, the engine's default
+	// before it recorded only 1h).
+	RecordWindows    []time.Duration
+	RecordAllWindows bool
+	RecordStepRates  bool
+	// MemProfile, if set, is the prefix of heap profiles written between
+	// the phases (outside the timed parts, each after a GC):
+	// PREFIX.history, PREFIX.ingest, PREFIX.first and PREFIX.last (after
+	// the recorded history, the ingest, the first and the last cycle).
+	MemProfile string
 }
 
 // BenchResult is what BenchFleet measured.
@@ -45,12 +62,23 @@ type BenchResult struct {
 	// from the recorded history; Cycles are the steady-state cycles (one
 	// recording step each), the last of them with every window's lookup
 	// hitting recorded samples (history written 28 days back).
-	FirstCycle    time.Duration
-	Cycles        []time.Duration
-	MedianCycle   time.Duration
-	MaxCycle      time.Duration
-	HeapInuse     uint64 // bytes, after the last cycle
-	PeakRSS       uint64 // bytes, the process's high-water mark (VmHWM)
+	FirstCycle  time.Duration
+	Cycles      []time.Duration
+	MedianCycle time.Duration
+	MaxCycle    time.Duration
+	// FirstCycleCPU and CyclesCPU are the process's CPU time (user and
+	// system, all threads: the engine, the GC, the TSDB) in each cycle;
+	// on a shared machine steadier than wall time. On n idle cores a
+	// cycle takes at least its CPU time / n.
+	FirstCycleCPU  time.Duration
+	CyclesCPU      []time.Duration
+	MedianCycleCPU time.Duration
+	HeapInuse      uint64 // bytes, after the last cycle
+	PeakRSS        uint64 // bytes, the process's high-water mark (VmHWM)
+	MemoryLimit    int64  // bytes, the Go runtime's soft memory limit (0: none)
+	// HeadSeries is the TSDB head's series after the last cycle: the
+	// fleet's and the engine's recorded series.
+	HeadSeries    uint64
 	GOMAXPROCS    int
 	Signals       int
 	SignalsByName map[string]int
@@ -108,6 +136,7 @@ type benchSeries struct {
 
 // benchBroker is one broker's series.
 type benchBroker struct {
+	base   labels.Labels // cluster, cell, broker, job
 	series []*benchSeries
 	slow   bool // its latencies are 20x, its probe failures 5%
 }
@@ -143,11 +172,6 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		dir = d
 	}
 	spec := BenchSpec()
-	db, err := OpenTSDB(dir, TSDBOptions{OutOfOrder: 30 * 24 * time.Hour})
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
 
 	// The fleet: per broker one probe location, the probe produce and
 	// e2e histograms, probe attempts and failures, requests and errors
@@ -162,7 +186,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		for b := 0; b < cfg.BrokersPerCluster; b++ {
 			cell := string(rune('a' + min(b/perCell, cfg.CellsPerCluster-1)))
 			base := labels.FromStrings("cluster", cluster, "cell", cell, "broker", strconv.Itoa(b), "job", "vigil")
-			br := &benchBroker{slow: (c*cfg.BrokersPerCluster+b)%97 == 0}
+			br := &benchBroker{base: base, slow: (c*cfg.BrokersPerCluster+b)%97 == 0}
 			with := func(name string, kv ...string) labels.Labels {
 				lb := labels.NewBuilder(base).Set(labels.MetricName, name)
 				for i := 0; i+1 < len(kv); i += 2 {
@@ -205,15 +229,37 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	res := &BenchResult{Clusters: cfg.Clusters, Brokers: len(brokers), Cells: cfg.Clusters * cfg.CellsPerCluster, ActiveSeries: nSeries,
 		SLOs: len(spec.SLOs), HealthRules: len(spec.HealthRules), GOMAXPROCS: runtime.GOMAXPROCS(0)}
-	fmt.Fprintf(progress, "fleet: %d clusters, %d brokers, %d series; writing %d minutes of scrapes\n", cfg.Clusters, len(brokers), nSeries, cfg.Minutes)
 
 	// Time: the run ends at end; raw metrics cover the last cfg.Minutes.
 	end := time.Now().Truncate(time.Minute)
 	start := end.Add(-time.Duration(cfg.Minutes) * time.Minute)
+
+	// Recorded history: the engine's cumulative counts at every step of
+	// the 10 minutes before each window's start as seen from the last
+	// cycle, and before the first cycle, so every lookup reads a real
+	// sample (in a full deployment these are a month of dense samples).
+	// It goes into a persisted block, where a month-old engine has it,
+	// before the TSDB is opened.
+	if err := writeBenchHistory(ctx, dir, spec, brokers, start, end, progress); err != nil {
+		return nil, err
+	}
+	if err := writeHeapProfile(cfg.MemProfile, "history"); err != nil {
+		return nil, err
+	}
+	db, err := OpenTSDB(dir, TSDBOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+
+	fmt.Fprintf(progress, "fleet: %d clusters, %d brokers, %d series; writing %d minutes of scrapes\n", cfg.Clusters, len(brokers), nSeries, cfg.Minutes)
 	scrapes := cfg.Minutes*4 + 1
 	t0 := time.Now()
 	workers := runtime.GOMAXPROCS(0)
 	for s := 0; s < scrapes; s++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		ts := start.Add(time.Duration(s) * 15 * time.Second).UnixMilli()
 		var wg sync.WaitGroup
 		errs := make([]error, workers)
@@ -242,19 +288,25 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	res.IngestSeconds = time.Since(t0).Seconds()
 	res.IngestSamplesPerSecond = float64(res.Samples) / res.IngestSeconds
-	fmt.Fprintf(progress, "ingest: %d samples in %.1fs (%.0f samples/s)\n", res.Samples, res.IngestSeconds, res.IngestSamplesPerSecond)
-
-	clock := start
-	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
-		RollupEvery: time.Minute})
-	if err != nil {
+	fmt.Fprintf(progress, "ingest: %d samples in %.1fs (%.0f samples/s); %s\n", res.Samples, res.IngestSeconds, res.IngestSamplesPerSecond, memLine())
+	if err := writeHeapProfile(cfg.MemProfile, "ingest"); err != nil {
 		return nil, err
 	}
-	// Recorded history: the engine's cumulative counts at every step of
-	// the 10 minutes before each window's start as seen from the last
-	// cycle, and before the first cycle, so every lookup reads a real
-	// sample (in a full deployment these are a month of dense samples).
-	if err := eng.writeBenchHistory(ctx, start, end, progress); err != nil {
+
+	clock := start
+	record := cfg.RecordWindows
+	if cfg.RecordAllWindows {
+		for i := range spec.SLOs {
+			c, err := compile(&spec.SLOs[i], time.Minute, DefaultWindows)
+			if err != nil {
+				return nil, err
+			}
+			record = append(record, c.windows...)
+		}
+	}
+	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
+		RollupEvery: time.Minute, RecordWindows: record, RecordStepRates: cfg.RecordStepRates})
+	if err != nil {
 		return nil, err
 	}
 	if cfg.CPUProfile != "" {
@@ -270,24 +322,31 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	first := true
 	for clock = start.Add(time.Minute + 5*time.Second); !clock.After(end.Add(5 * time.Second)); clock = clock.Add(time.Minute) {
-		c0 := time.Now()
+		c0, cpu0 := time.Now(), processCPU()
 		if err := eng.Cycle(ctx); err != nil {
 			return nil, fmt.Errorf("cycle at %s: %w", clock.Format(time.RFC3339), err)
 		}
-		d := time.Since(c0)
+		d, cpu := time.Since(c0), processCPU()-cpu0
+		fmt.Fprintf(progress, "cycle at %s: %v (CPU %v), %d signals; %s\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond),
+			cpu.Round(time.Millisecond), len(eng.Signals()), memLine())
 		if first {
-			res.FirstCycle = d
+			res.FirstCycle, res.FirstCycleCPU = d, cpu
 			first = false
+			if err := writeHeapProfile(cfg.MemProfile, "first"); err != nil {
+				return nil, err
+			}
 		} else {
 			res.Cycles = append(res.Cycles, d)
+			res.CyclesCPU = append(res.CyclesCPU, cpu)
 		}
-		fmt.Fprintf(progress, "cycle at %s: %v, %d signals\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond), len(eng.Signals()))
 	}
-	sorted := append([]time.Duration(nil), res.Cycles...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	if len(sorted) > 0 {
-		res.MedianCycle = sorted[len(sorted)/2]
-		res.MaxCycle = sorted[len(sorted)-1]
+	if err := writeHeapProfile(cfg.MemProfile, "last"); err != nil {
+		return nil, err
+	}
+	if len(res.Cycles) > 0 {
+		sorted := slices.Sorted(slices.Values(res.Cycles))
+		res.MedianCycle, res.MaxCycle = sorted[len(sorted)/2], sorted[len(sorted)-1]
+		res.MedianCycleCPU = slices.Sorted(slices.Values(res.CyclesCPU))[len(sorted)/2]
 	}
 	for _, st := range eng.Statuses() {
 		res.Groups += len(st.Groups)
@@ -300,6 +359,10 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapInuse = ms.HeapInuse
+	res.HeadSeries = db.Head().NumSeries()
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		res.MemoryLimit = l
+	}
 	res.PeakRSS = peakRSS()
 	return res, nil
 }
@@ -361,45 +424,71 @@ func benchObservations(slow bool, _ int) []float64 {
 	return out
 }
 
-// writeBenchHistory writes recorded cumulative counts for every group the
-// fleet has, at each step of the 10 minutes before start and before
-// end-W for every window W ≥ 30m, as if the engine had run for 28 days.
-func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, progress io.Writer) error {
+// writeBenchHistory writes, into a block in dir, recorded cumulative
+// counts for every group of the fleet, at each step of the 10 minutes
+// before start and before end-W for every window W ≥ 30m, as if the
+// engine had run for 28 days. The groups are those the SLIs' queries
+// return: every broker has every metric of the fleet, so they are the
+// brokers' labels cut to each SLO's group_by.
+func writeBenchHistory(ctx context.Context, dir string, spec *Spec, brokers []*benchBroker, start, end time.Time, progress io.Writer) error {
 	t0 := time.Now()
+	const step = time.Minute
+	const span = 64 * 24 * time.Hour // the block's range: every sample of the month in one head
+	w, err := tsdb.NewBlockWriter(slog.New(slog.DiscardHandler), dir, span.Milliseconds())
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	n := 0
-	step := e.cfg.Step
-	for _, s := range e.slos {
-		// The groups: one instant evaluation of the SLI's total.
-		ss, err := e.cfg.Raw.Instant(ctx, s.c.total, end)
+	for i := range spec.SLOs {
+		c, err := compile(&spec.SLOs[i], step, DefaultWindows)
 		if err != nil {
 			return err
 		}
+		// Only steps before start: the engine records from start on, and
+		// a block reaching start would put the first scrape behind the
+		// head's minimum time (with --minutes 30 or more, where the 30m
+		// window's steps fall inside the scraped span).
+		seenAt := map[time.Time]bool{}
 		var points []time.Time
-		for _, w := range s.c.windows {
+		add := func(p time.Time) {
+			if p.Before(start) && !seenAt[p] {
+				seenAt[p] = true
+				points = append(points, p)
+			}
+		}
+		for _, w := range c.windows {
 			if w < 30*time.Minute {
 				continue
 			}
 			for k := 10; k >= 0; k-- {
-				points = append(points, end.Add(-w-time.Duration(k)*step))
+				add(end.Add(-w - time.Duration(k)*step))
 			}
 		}
 		for k := 10; k >= 1; k-- {
-			points = append(points, start.Add(-time.Duration(k)*step))
+			add(start.Add(-time.Duration(k) * step))
 		}
 		sort.Slice(points, func(i, j int) bool { return points[i].Before(points[j]) })
-		app := e.cfg.Store.Appender(ctx)
-		for _, x := range ss {
-			gl := groupLabels(x.Labels, s.c.slo.GroupBy)
-			lg := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "good")
-			lt := seriesLabels(metricEvents, s.c.slo.Name, gl, "event", "total")
+		seen := map[string]bool{}
+		app := w.Appender(ctx)
+		for _, b := range brokers {
+			gl := groupLabels(b.base, c.slo.GroupBy)
+			if seen[groupKey(gl)] {
+				continue
+			}
+			seen[groupKey(gl)] = true
+			lg := seriesLabels(metricEvents, c.slo.Name, gl, "event", "good")
+			lt := seriesLabels(metricEvents, c.slo.Name, gl, "event", "total")
 			var rg, rt storage.SeriesRef
 			for i, p := range points {
 				// A month of about 60 events per second, 0.05% bad.
 				total := float64(p.Unix()-points[0].Unix()+1) * 60
 				if rg, err = app.Append(rg, lg, p.UnixMilli(), total*0.9995); err != nil {
+					_ = app.Rollback()
 					return fmt.Errorf("history sample %d of %s: %w", i, lg, err)
 				}
 				if rt, err = app.Append(rt, lt, p.UnixMilli(), total); err != nil {
+					_ = app.Rollback()
 					return err
 				}
 				n += 2
@@ -409,18 +498,30 @@ func (e *Engine) writeBenchHistory(ctx context.Context, start, end time.Time, pr
 			return err
 		}
 	}
-	fmt.Fprintf(progress, "recorded history: %d samples in %.1fs\n", n, time.Since(t0).Seconds())
+	if _, err := w.Flush(ctx); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	// The block writer's head is garbage now; give its memory back so
+	// the phases measured after start from the fleet alone.
+	debug.FreeOSMemory()
+	fmt.Fprintf(progress, "recorded history: %d samples in a block in %.1fs; %s\n", n, time.Since(t0).Seconds(), memLine())
 	return nil
 }
 
 // peakRSS reads the process's resident set high-water mark (Linux).
-func peakRSS() uint64 {
+func peakRSS() uint64 { return procStatus("VmHWM:") }
+
+// procStatus reads a size in kB from /proc/self/status (Linux), in bytes.
+func procStatus(key string) uint64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
+		if strings.HasPrefix(line, key) {
 			f := strings.Fields(line)
 			if len(f) >= 2 {
 				kb, _ := strconv.ParseUint(f[1], 10, 64)
@@ -431,13 +532,42 @@ func peakRSS() uint64 {
 	return 0
 }
 
+// memLine describes the process's memory now, for progress lines.
+func memLine() string {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fmt.Sprintf("heap in use %.2f GiB, RSS %.2f GiB, peak RSS %.2f GiB", float64(ms.HeapInuse)/(1<<30),
+		float64(procStatus("VmRSS:"))/(1<<30), float64(peakRSS())/(1<<30))
+}
+
+// writeHeapProfile writes a heap profile to prefix.phase after a GC, if
+// prefix is set.
+func writeHeapProfile(prefix, phase string) error {
+	if prefix == "" {
+		return nil
+	}
+	runtime.GC()
+	f, err := os.Create(prefix + "." + phase)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // WriteText prints the result.
 func (r *BenchResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "fleet            %d clusters, %d brokers, %d cells, %d active series\n", r.Clusters, r.Brokers, r.Cells, r.ActiveSeries)
 	fmt.Fprintf(w, "ingest           %d samples in %.1f s: %.0f samples/s (GOMAXPROCS %d)\n", r.Samples, r.IngestSeconds, r.IngestSamplesPerSecond, r.GOMAXPROCS)
-	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up\n", r.SLOs, r.Groups, r.HealthRules)
+	fmt.Fprintf(w, "spec             %d SLOs (%d groups), %d health rules, 1 latency roll-up; %d series in the TSDB head\n", r.SLOs, r.Groups, r.HealthRules, r.HeadSeries)
 	fmt.Fprintf(w, "first cycle      %v (loads the recorded state, catches up)\n", r.FirstCycle.Round(time.Millisecond))
-	fmt.Fprintf(w, "cycles           %d: median %v, max %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond), r.MaxCycle.Round(time.Millisecond))
-	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB\n", float64(r.HeapInuse)/(1<<30), float64(r.PeakRSS)/(1<<30))
+	fmt.Fprintf(w, "first cycle CPU  %v\n", r.FirstCycleCPU.Round(time.Millisecond))
+	fmt.Fprintf(w, "cycles           %d: median %v, max %v; median CPU %v\n", len(r.Cycles), r.MedianCycle.Round(time.Millisecond),
+		r.MaxCycle.Round(time.Millisecond), r.MedianCycleCPU.Round(time.Millisecond))
+	fmt.Fprintf(w, "memory           heap in use %.2f GiB, peak RSS %.2f GiB, Go memory limit %.2f GiB (0: none)\n", float64(r.HeapInuse)/(1<<30),
+		float64(r.PeakRSS)/(1<<30), float64(r.MemoryLimit)/(1<<30))
 	fmt.Fprintf(w, "signals          %d %v\n", r.Signals, r.SignalsByName)
 }

@@ -56,9 +56,21 @@ type Config struct {
 	// Windows are reported for every SLO (those longer than its window are
 	// left out). Default DefaultWindows.
 	Windows []time.Duration
-	// NoRateSeries turns off recording vigil_slo_events:rate,
-	// vigil_slo_burn_rate and vigil_slo_budget_remaining (the step rates
-	// and status history); the cumulative counts are always recorded.
+	// RecordWindows are the windows whose burn rate is recorded per group
+	// after each evaluation, as vigil_slo_burn_rate{window}. Default 1h,
+	// the history the API serves. Each window costs a series per group
+	// (a TSDB head entry, docs/slo.md "Memory"), and any window's burn
+	// rate at any recorded step is two point lookups of
+	// vigil_slo_events_total (C(T) - C(T-W)) anyway. Windows an SLO does
+	// not report are skipped.
+	RecordWindows []time.Duration
+	// RecordStepRates records vigil_slo_events:rate, each step's good and
+	// total events per second, per group (Sloth's short-window rates).
+	// Default off: they are (C(T) - C(T-step)) / step.
+	RecordStepRates bool
+	// NoRateSeries turns off recording vigil_slo_burn_rate,
+	// vigil_slo_budget_remaining and vigil_slo_events:rate (the status
+	// history); the cumulative counts are always recorded.
 	NoRateSeries bool
 	// TopN is the number of worst offenders listed per SLO. Default 10.
 	TopN int
@@ -81,6 +93,9 @@ type Engine struct {
 	slos   []*sloState
 	health []*healthState
 	rolls  []*rollupState
+	// cost is how long each SLO, health rule and roll-up (in that order)
+	// took in the last cycle.
+	cost []time.Duration
 
 	mu       sync.RWMutex
 	statuses map[string]*Status
@@ -126,14 +141,21 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RecordWindows == nil {
+		cfg.RecordWindows = []time.Duration{time.Hour}
+	}
 	e := &Engine{cfg: cfg, statuses: map[string]*Status{}, rollups: map[string]*RollupStatus{}, subs: map[int]chan Update{}}
 	for i := range cfg.Spec.SLOs {
 		c, err := compile(&cfg.Spec.SLOs[i], cfg.Step, cfg.Windows)
 		if err != nil {
 			return nil, err
 		}
-		e.slos = append(e.slos, &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
-			lcache: map[time.Duration]*windowCache{}})
+		st := &sloState{c: c, groups: map[string]*group{}, evicted: map[string]bool{}, index: map[string]int{},
+			lcache: map[time.Duration]*windowCache{}, recordBurn: make([]bool, len(c.windows))}
+		for j, w := range c.windows {
+			st.recordBurn[j] = slices.Contains(cfg.RecordWindows, w)
+		}
+		e.slos = append(e.slos, st)
 	}
 	for i := range cfg.Spec.HealthRules {
 		e.health = append(e.health, &healthState{rule: &cfg.Spec.HealthRules[i], active: map[string]*activeSeries{}})
@@ -181,12 +203,22 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	T := (now.Add(-e.cfg.Delay).UnixMilli() / step) * step
 
 	e.raw = newMemo(e.cfg.Raw)
-	// SLOs (with their signals) and health rules share a pool of
-	// Concurrency workers.
-	n := len(e.slos) + len(e.health)
-	statuses := make([]*Status, len(e.slos))
+	// SLOs (with their signals), health rules and roll-ups share a pool
+	// of Concurrency workers, the items that took longest in the last
+	// cycle first, so that a long one does not start last and run alone.
+	ns, nh := len(e.slos), len(e.health)
+	n := ns + nh + len(e.rolls)
+	statuses := make([]*Status, ns)
 	sigs := make([][]Signal, n)
 	errs := make([]error, n)
+	if len(e.cost) != n {
+		e.cost = make([]time.Duration, n)
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return e.cost[order[a]] > e.cost[order[b]] })
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range min(e.cfg.Concurrency, max(1, n)) {
@@ -194,16 +226,21 @@ func (e *Engine) Cycle(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				if i < len(e.slos) {
+				t0 := time.Now()
+				switch {
+				case i < ns:
 					statuses[i], errs[i] = e.evalSLO(ctx, e.slos[i], T)
 					sigs[i] = e.sloSignals(ctx, e.slos[i], statuses[i])
-				} else {
-					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-len(e.slos)], now)
+				case i < ns+nh:
+					sigs[i], errs[i] = e.evalHealth(ctx, e.health[i-ns], now)
+				default:
+					errs[i] = e.evalRollup(ctx, e.rolls[i-ns-nh], now)
 				}
+				e.cost[i] = time.Since(t0)
 			}
 		}()
 	}
-	for i := range n {
+	for _, i := range order {
 		work <- i
 	}
 	close(work)
@@ -212,11 +249,6 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	var signals []Signal
 	for _, s := range sigs {
 		signals = append(signals, s...)
-	}
-	for _, r := range e.rolls {
-		if err := e.evalRollup(ctx, r, now); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	sort.Slice(signals, func(i, j int) bool { return signals[i].ID < signals[j].ID })
 	e.publish(now, statuses, signals)
@@ -277,7 +309,9 @@ const (
 // GroupStatus is the state of one group (or one roll-up) of an SLO.
 type GroupStatus struct {
 	// Level is "group", or the roll-up level: cell, cluster, fleet.
-	Level  string            `json:"level"`
+	Level string `json:"level"`
+	// Labels are the group's labels; the statuses of one group share
+	// the map, so it is read-only.
 	Labels map[string]string `json:"labels"`
 	// Groups counts the groups in a roll-up.
 	Groups int `json:"groups,omitempty"`
@@ -346,9 +380,9 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 	}
 	at := s.last
 	st.At = time.UnixMilli(at)
-	prev := make([]func(string) (float64, float64), len(c.windows))
+	prev := make([]func(int) (float64, float64), len(c.windows))
 	for i, w := range c.windows {
-		m, err := e.lookup(ctx, s, w, at-w.Milliseconds())
+		m, err := e.lookup(ctx, s, i, at-w.Milliseconds())
 		if err != nil {
 			st.Error = err.Error()
 			return st, err
@@ -361,17 +395,19 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	type sums struct{ good, total []float64 }
 	ordered := make([]*group, 0, len(keys))
+	st.Groups = make([]GroupStatus, 0, len(keys))
 	for _, k := range keys {
 		g := s.groups[k]
 		ordered = append(ordered, g)
-		gs := GroupStatus{Level: "group", Labels: labelsMap(g.labels)}
-		var sm sums
+		if g.labelMap == nil {
+			g.labelMap = labelsMap(g.labels)
+		}
+		gs := GroupStatus{Level: "group", Labels: g.labelMap, Windows: make([]WindowStatus, 0, len(c.windows))}
+		idx := s.index[k]
 		for i, w := range c.windows {
-			pg, pt := prev[i](k)
+			pg, pt := prev[i](idx)
 			dg, dt := max(0, g.cumGood-pg), max(0, g.cumTotal-pt)
-			sm.good, sm.total = append(sm.good, dg), append(sm.total, dt)
 			gs.Windows = append(gs.Windows, windowStatus(w, dg, dt, budget))
 		}
 		e.judge(c, &gs, budget)
@@ -382,7 +418,7 @@ func (e *Engine) evalSLO(ctx context.Context, s *sloState, T int64) (*Status, er
 		gs.Since = time.UnixMilli(g.stateSince)
 		st.Groups = append(st.Groups, gs)
 	}
-	st.Rollups = rollup(c, st.Groups, budget, e)
+	st.Rollups = rollup(c, st.Groups, ordered, budget, e)
 	st.Worst = worst(st.Groups, e.cfg.TopN)
 	if !e.cfg.NoRateSeries {
 		if err := e.recordStatus(ctx, s, st, ordered, at); err != nil {
@@ -444,10 +480,11 @@ var rollupLevels = []struct {
 }{{"cell", []string{"cluster", "cell"}}, {"cluster", []string{"cluster"}}, {"fleet", nil}}
 
 // rollup sums the groups' events per cell, per cluster and for the fleet,
-// for the levels strictly coarser than the SLO's groups.
-func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []GroupStatus {
+// for the levels strictly coarser than the SLO's groups (gs are the
+// groups' states, in the order of groups).
+func rollup(c *compiled, groups []GroupStatus, gs []*group, budget float64, e *Engine) []GroupStatus {
 	var out []GroupStatus
-	for _, lv := range rollupLevels {
+	for li, lv := range rollupLevels {
 		if len(lv.labels) >= len(c.slo.GroupBy) && lv.name != "fleet" {
 			continue
 		}
@@ -463,14 +500,14 @@ func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []Grou
 		}
 		agg := map[string]*GroupStatus{}
 		var order []string
-		for _, g := range groups {
-			m := map[string]string{}
-			for _, l := range lv.labels {
-				m[l] = g.Labels[l]
-			}
-			k := labelsString(m)
+		for gi, g := range groups {
+			k := gs[gi].rollKey(li)
 			a := agg[k]
 			if a == nil {
+				m := map[string]string{}
+				for _, l := range lv.labels {
+					m[l] = g.Labels[l]
+				}
 				a = &GroupStatus{Level: lv.name, Labels: m}
 				for _, w := range g.Windows {
 					a.Windows = append(a.Windows, WindowStatus{Window: w.Window})
@@ -497,48 +534,65 @@ func rollup(c *compiled, groups []GroupStatus, budget float64, e *Engine) []Grou
 	return out
 }
 
+// rollKey returns the key of the group's labels at roll-up level li.
+func (g *group) rollKey(li int) string {
+	if g.rollKeys == nil {
+		g.rollKeys = make([]string, len(rollupLevels))
+		for i, lv := range rollupLevels {
+			m := map[string]string{}
+			for _, l := range lv.labels {
+				m[l] = g.labels.Get(l)
+			}
+			g.rollKeys[i] = labelsString(m)
+		}
+	}
+	return g.rollKeys[li]
+}
+
 // worst returns the n groups with the least budget left (then the
 // highest short-window burn), skipping those without data.
 func worst(groups []GroupStatus, n int) []GroupStatus {
-	var gs []GroupStatus
-	for _, g := range groups {
+	var idx []int32
+	for i, g := range groups {
 		if !math.IsNaN(float64(g.BudgetRemaining)) {
-			gs = append(gs, g)
+			idx = append(idx, int32(i))
 		}
 	}
-	burn := func(g GroupStatus) float64 {
+	burn := func(g *GroupStatus) float64 {
 		if len(g.Windows) == 0 || math.IsNaN(float64(g.Windows[0].BurnRate)) {
 			return 0
 		}
 		return float64(g.Windows[0].BurnRate)
 	}
-	sort.SliceStable(gs, func(i, j int) bool {
-		if gs[i].BudgetRemaining != gs[j].BudgetRemaining {
-			return gs[i].BudgetRemaining < gs[j].BudgetRemaining
+	sort.SliceStable(idx, func(i, j int) bool {
+		a, b := &groups[idx[i]], &groups[idx[j]]
+		if a.BudgetRemaining != b.BudgetRemaining {
+			return a.BudgetRemaining < b.BudgetRemaining
 		}
-		return burn(gs[i]) > burn(gs[j])
+		return burn(a) > burn(b)
 	})
-	if len(gs) > n {
-		gs = gs[:n]
+	gs := make([]GroupStatus, 0, min(n, len(idx)))
+	for _, i := range idx[:min(n, len(idx))] {
+		gs = append(gs, groups[i])
 	}
 	return gs
 }
 
-// recordStatus appends the budget remaining and burn rates of every
-// group, for history and dashboards.
+// recordStatus appends the budget remaining and the burn rates of the
+// recorded windows of every group, for history and dashboards.
 func (e *Engine) recordStatus(ctx context.Context, s *sloState, st *Status, groups []*group, t int64) error {
-	app := e.cfg.Store.Appender(ctx)
+	app := newBatchAppender(ctx, e.cfg.Store)
 	for i, gs := range st.Groups {
 		g := groups[i]
 		if v := float64(gs.BudgetRemaining); !math.IsNaN(v) {
-			if err := g.appendOut(app, s.c.slo.Name, t, v, metricBudgetRemaining); err != nil {
+			if err := g.appendOut(app, s.c, outBudget, t, v); err != nil {
 				_ = app.Rollback()
 				return err
 			}
 		}
 		for j, w := range gs.Windows {
-			if v := float64(w.BurnRate); !math.IsNaN(v) {
-				if err := g.appendOut(app, s.c.slo.Name, t, v, metricBurnRate, "window", s.c.windowNames[j]); err != nil {
+			if v := float64(w.BurnRate); s.recordBurn[j] && !math.IsNaN(v) {
+				if err := g.appendOut(app, s.c, outBurn+j, t, v); err != nil {
 					_ = app.Rollback()
 					return err
 				}

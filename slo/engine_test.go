@@ -3,11 +3,13 @@ package slo
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // The synthetic fleet of these tests: one cluster, cells a and b, a
@@ -306,22 +308,43 @@ slos:
 	}
 }
 
-// A first run with Backfill records the past from the raw metrics, at
-// most MaxStepsPerCycle steps per cycle, and ends with the answers of an
-// engine that ran throughout (TestBudgetsAndBurnRates at 60m).
-func TestBackfillSpreadOverCycles(t *testing.T) {
-	db := openTestDB(t)
-	writeFleet(t, db)
+// newBackfillEngine returns an engine of testSpec at 60m that backfills
+// an hour, maxSteps steps per cycle (0: the default).
+func newBackfillEngine(t *testing.T, db *tsdb.DB, maxSteps int) *Engine {
+	t.Helper()
 	s, err := Parse("test.yaml", []byte(testSpec))
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.UnixMilli(0).Add(60*time.Minute + 10*time.Second)}
 	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db,
-		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour, MaxStepsPerCycle: 25})
+		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, Now: clock.Now, Backfill: time.Hour, MaxStepsPerCycle: maxSteps})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// checkAt60m checks the windows of both cells at 60m against those of
+// TestBudgetsAndBurnRates and returns the groups.
+func checkAt60m(t *testing.T, e *Engine) (a, b GroupStatus) {
+	t.Helper()
+	st, _ := e.Status("requests")
+	a, b = groupOf(t, st, "a"), groupOf(t, st, "b")
+	checkWindow(t, a, 5*time.Minute, 200, 200)
+	checkWindow(t, a, 30*time.Minute, 1000, 1200)
+	checkWindow(t, a, time.Hour, 2200, 2400)
+	checkWindow(t, b, time.Hour, 2200, 2200)
+	return a, b
+}
+
+// A first run with Backfill records the past from the raw metrics, at
+// most MaxStepsPerCycle steps per cycle, and ends with the answers of an
+// engine that ran throughout (TestBudgetsAndBurnRates at 60m).
+func TestBackfillSpreadOverCycles(t *testing.T) {
+	db := openTestDB(t)
+	writeFleet(t, db)
+	e := newBackfillEngine(t, db, 25)
 	// The backfill reaches one SLO window back, steps 1..60 (step 0 would
 	// be out of the window): 1-25m, 26-50m, 51-60m, then nothing new.
 	for i, want := range []time.Duration{25 * time.Minute, 50 * time.Minute, 60 * time.Minute, 60 * time.Minute} {
@@ -333,13 +356,159 @@ func TestBackfillSpreadOverCycles(t *testing.T) {
 			t.Fatalf("cycle %d: status at %v, want %s", i+1, st.At.UTC(), want)
 		}
 	}
-	st, _ := e.Status("requests")
-	a, b := groupOf(t, st, "a"), groupOf(t, st, "b")
-	checkWindow(t, a, 5*time.Minute, 200, 200)
-	checkWindow(t, a, 30*time.Minute, 1000, 1200)
-	checkWindow(t, a, time.Hour, 2200, 2400)
-	checkWindow(t, b, time.Hour, 2200, 2200)
+	a, b := checkAt60m(t, e)
 	if a.State != stateOK || b.State != stateOK {
 		t.Errorf("states at 60m: a %s, b %s, want ok", a.State, b.State)
+	}
+}
+
+// A catch-up more than an hour behind the TSDB head goes through its
+// out-of-order path; committed in batches of a few samples (appendBatch),
+// it records every step and ends with the answers of an engine that ran
+// throughout (TestBudgetsAndBurnRates at 60m).
+func TestOutOfOrderCatchUpInBatches(t *testing.T) {
+	defer func(n int) { appendBatch = n }(appendBatch)
+	appendBatch = 3
+	db := openTestDB(t)
+	writeFleet(t, db)
+	// Another target scraped up to 3h: the head's newest sample.
+	app := db.Appender(context.Background())
+	if _, err := app.Append(0, labels.FromStrings("__name__", "up", "job", "y"), (3 * time.Hour).Milliseconds(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e := newBackfillEngine(t, db, 0)
+	if err := e.Cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if db.Head().MinOOOTime() > time.Minute.Milliseconds() {
+		t.Fatalf("the catch-up did not take the out-of-order path (first out-of-order sample at %d ms)", db.Head().MinOOOTime())
+	}
+	checkAt60m(t, e)
+	// Every step of the cumulative counts is there: good and total per
+	// group, steps 1..60.
+	q, err := db.Querier(0, (3 * time.Hour).Milliseconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metricEvents))
+	n := 0
+	for ss.Next() {
+		it := ss.At().Iterator(nil)
+		k := 0
+		for it.Next() != chunkenc.ValNone {
+			k++
+		}
+		if k != 60 {
+			t.Errorf("%s: %d samples, want 60", ss.At().Labels(), k)
+		}
+		n++
+	}
+	if err := ss.Err(); err != nil || n != 4 {
+		t.Errorf("%d recorded events series (%v), want 4", n, err)
+	}
+}
+
+// runRecording runs an engine of testSpec over the test fleet for minutes
+// 1..minutes with the given recorded windows and step rates, and returns
+// its TSDB.
+func runRecording(t *testing.T, windows []time.Duration, stepRates bool, minutes int) *tsdb.DB {
+	t.Helper()
+	db := openTestDB(t)
+	writeFleet(t, db)
+	s, err := Parse("test.yaml", []byte(testSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{}
+	e, err := New(Config{Spec: s, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: clock.Now,
+		Windows: []time.Duration{5 * time.Minute, 30 * time.Minute}, RecordWindows: windows, RecordStepRates: stepRates})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := 1; m <= minutes; m++ {
+		cycleAt(t, e, clock, m)
+	}
+	return db
+}
+
+// By default the engine records, per group, the cumulative good and total
+// counts, the budget remaining and the 1h burn rate; RecordWindows and
+// RecordStepRates add the other windows' burn rates and the step rates.
+func TestRecordedSeries(t *testing.T) {
+	for _, c := range []struct {
+		windows []time.Duration
+		steps   bool
+		want    []string
+	}{
+		{nil, false, []string{`vigil_slo_budget_remaining`, `vigil_slo_burn_rate{window="1h"}`, `vigil_slo_events_total{event="good"}`, `vigil_slo_events_total{event="total"}`}},
+		{[]time.Duration{5 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour}, true, []string{`vigil_slo_budget_remaining`,
+			`vigil_slo_burn_rate{window="1h"}`, `vigil_slo_burn_rate{window="30m"}`, `vigil_slo_burn_rate{window="5m"}`,
+			`vigil_slo_events:rate{event="good"}`, `vigil_slo_events:rate{event="total"}`, `vigil_slo_events_total{event="good"}`, `vigil_slo_events_total{event="total"}`}},
+	} {
+		db := runRecording(t, c.windows, c.steps, 3)
+		q, err := db.Querier(0, time.Hour.Milliseconds())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss := q.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "slo", "requests"),
+			labels.MustNewMatcher(labels.MatchEqual, "cell", "a"))
+		var got []string
+		for ss.Next() {
+			l := ss.At().Labels()
+			name := l.Get(labels.MetricName)
+			for _, x := range []string{"event", "window"} {
+				if v := l.Get(x); v != "" {
+					name += "{" + x + "=\"" + v + "\"}"
+				}
+			}
+			got = append(got, name)
+		}
+		q.Close()
+		if !slices.Equal(got, c.want) {
+			t.Errorf("record windows %v, step rates %v: recorded %q, want %q", c.windows, c.steps, got, c.want)
+		}
+	}
+}
+
+// The burn rate of a window not recorded is two point lookups of the
+// recorded counts (docs/slo.md, "How windows are computed"): the PromQL
+// the docs give matches the recorded 30m burn rate at every minute.
+func TestBurnRateFromCounts(t *testing.T) {
+	db := runRecording(t, []time.Duration{30 * time.Minute}, false, 60)
+	const fromCounts = `(1 - (vigil_slo_events_total{slo="requests",event="good"} - vigil_slo_events_total{slo="requests",event="good"} offset 30m)
+	   / ignoring (event) (vigil_slo_events_total{slo="requests",event="total"} - vigil_slo_events_total{slo="requests",event="total"} offset 30m))
+	  / (1 - 0.9)`
+	q := &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}
+	for m := 31; m <= 60; m++ {
+		at := time.UnixMilli(0).Add(time.Duration(m) * time.Minute)
+		got, err := q.Instant(context.Background(), fromCounts, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := q.Instant(context.Background(), `vigil_slo_burn_rate{slo="requests",window="30m"}`, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || len(want) != 2 {
+			t.Fatalf("%dm: %d series from the counts, %d recorded", m, len(got), len(want))
+		}
+		for _, w := range want {
+			found := false
+			for _, g := range got {
+				if g.Labels.Get("cell") == w.Labels.Get("cell") {
+					found = true
+					if !near(g.Points[0].V, w.Points[0].V) {
+						t.Errorf("%dm cell %s: %v from the counts, %v recorded", m, w.Labels.Get("cell"), g.Points[0].V, w.Points[0].V)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("%dm: no cell %s from the counts", m, w.Labels.Get("cell"))
+			}
+		}
 	}
 }

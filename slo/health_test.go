@@ -181,3 +181,80 @@ latency_rollups:
 		t.Errorf("fleet %+v", r.Fleet)
 	}
 }
+
+// The relative storage rules compute the broker's p99 twice: filtered by
+// the absolute floor, then compared with 5× the cell median. They return
+// what the form that computes it three times returns (p99 > 5× median and
+// p99 > floor): a broker slow against its cell, one under the floor
+// (cell b), a cell all slow (c), and in cell d a slow broker next to one
+// without fsyncs: broker 2 of cells a and d.
+func TestRelativeStorageRulesMatchTheirLongForm(t *testing.T) {
+	db := openTestDB(t)
+	bounds := []float64{0.001, 0.01, 0.1, 1}
+	a := db.Appender(context.Background())
+	app := appFunc(func(l labels.Labels, ts int64, v float64) error { _, err := a.Append(0, l, ts, v); return err })
+	// The bucket each broker's fsyncs fall in (-1: none).
+	bucket := map[string][]int{"a": {0, 0, 3}, "b": {0, 0, 1}, "c": {3, 3, 3}, "d": {0, -1, 3}}
+	cum := map[string][]float64{}
+	for s := 0; s <= 60; s++ {
+		for cell, bs := range bucket {
+			for i, k := range bs {
+				key := cell + strconv.Itoa(i)
+				if cum[key] == nil {
+					cum[key] = make([]float64, len(bounds)+1)
+				}
+				if s > 0 && k >= 0 {
+					cum[key][k] += 10
+				}
+				for _, m := range []string{"vigil_storage_fsync_seconds", "vigil_storage_canary_seconds"} {
+					writeHistF(t, app, m, labels.FromStrings("cluster", "c1", "cell", cell, "broker", strconv.Itoa(i)), bounds, cum[key], int64(s)*1000)
+				}
+			}
+		}
+	}
+	if err := a.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	q := &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}
+	at := time.UnixMilli(60_000)
+	eval := func(expr string) map[string]float64 {
+		t.Helper()
+		ss, err := q.Instant(context.Background(), expr, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, s := range ss {
+			out[s.Labels.String()] = s.Points[0].V
+		}
+		return out
+	}
+	for _, set := range []struct {
+		spec        *Spec
+		rng, floor  string
+		wantBrokers int
+	}{{Defaults(), "1m", "0.01", 2}, {FastDefaults(), "10s", "0.05", 2}} {
+		checked := 0
+		for _, r := range set.spec.HealthRules {
+			m := map[string]string{"storage-slow-vs-cell": "fsync", "storage-canary-slow-vs-cell": "canary"}[r.Name]
+			if m == "" {
+				continue
+			}
+			p99 := "histogram_quantile(0.99, sum by (cluster, cell, broker, le) (rate(vigil_storage_" + m + "_seconds_bucket[" + set.rng + "])))"
+			long := p99 + " > on (cluster, cell) group_left () 5 * quantile by (cluster, cell) (0.5, " + p99 + ") and " + p99 + " > " + set.floor
+			got, want := eval(r.Expr), eval(long)
+			if len(want) != set.wantBrokers || len(got) != len(want) {
+				t.Fatalf("%s [%s]: %v, long form %v", r.Name, set.rng, got, want)
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s [%s]: %s = %v, long form %v", r.Name, set.rng, k, got[k], v)
+				}
+			}
+			checked++
+		}
+		if checked != 2 {
+			t.Errorf("[%s]: %d relative storage rules, want 2", set.rng, checked)
+		}
+	}
+}

@@ -32,6 +32,10 @@ type ObserverConfig struct {
 	EvalInterval time.Duration
 	Delay        time.Duration
 	Backfill     time.Duration
+	// RecordWindows and RecordStepRates are Config's: the recorded burn
+	// rates (default 1h) and step rates (default off).
+	RecordWindows   []time.Duration
+	RecordStepRates bool
 	// ReportSchedule (cron syntax) writes reports into ReportDir.
 	ReportSchedule string
 	ReportDir      string
@@ -76,7 +80,8 @@ func StartObserver(ctx context.Context, cfg ObserverConfig) (*Observer, error) {
 			return nil, err
 		}
 	}
-	o.Engine, err = New(Config{Spec: cfg.Spec, Raw: raw, Store: db, Step: cfg.Step, Delay: cfg.Delay, Backfill: cfg.Backfill, Logger: cfg.Logger})
+	o.Engine, err = New(Config{Spec: cfg.Spec, Raw: raw, Store: db, Step: cfg.Step, Delay: cfg.Delay, Backfill: cfg.Backfill, Logger: cfg.Logger,
+		RecordWindows: cfg.RecordWindows, RecordStepRates: cfg.RecordStepRates})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -20,15 +20,17 @@ import (
 //
 // The events of any window W ending at T are then C(T) - C(T-W): two
 // point lookups per window, whatever its length, instead of a 28-day
-// range query over the raw metrics. The step rates themselves are
-// recorded too, as Sloth does, for graphs:
-//
-//	vigil_slo_events:rate{slo, event, <group>} (events per second over the step)
-//
-// and, after each evaluation, the budget remaining and burn rates:
+// range query over the raw metrics. After each evaluation, for history
+// and graphs, the budget remaining and the burn rate of the windows in
+// Config.RecordWindows (1h by default):
 //
 //	vigil_slo_budget_remaining{slo, <group>}
 //	vigil_slo_burn_rate{slo, window, <group>}
+//
+// and, with Config.RecordStepRates, the step rates, as Sloth records
+// them:
+//
+//	vigil_slo_events:rate{slo, event, <group>} (events per second over the step)
 const (
 	metricEvents          = "vigil_slo_events_total"
 	metricEventRate       = "vigil_slo_events:rate"
@@ -46,9 +48,13 @@ type group struct {
 	lastSeen int64 // ms of the last step with data
 	refGood  storage.SeriesRef
 	refTotal storage.SeriesRef
-	// cached series of the recorded status: labels and refs, by name
-	// and window
-	out map[string]*outSeries
+	// the recorded series (labels and refs), by place: outEventsGood ...
+	out []outSeries
+	// labelMap is labels as a map, shared by every status of the group
+	// (GroupStatus.Labels); rollKeys are its keys at each roll-up level
+	// (rollupLevels). Both are built once.
+	labelMap map[string]string
+	rollKeys []string
 	// alert state
 	state      string
 	stateSince int64
@@ -66,6 +72,9 @@ type sloState struct {
 	// data. A new group in either case resumes from the store.
 	history bool
 	evicted map[string]bool
+	// recordBurn tells, per window of c.windows, whether its burn rate is
+	// recorded (Config.RecordWindows).
+	recordBurn []bool
 	// index numbers every group key ever seen, for the lookup caches.
 	index  map[string]int
 	lcache map[time.Duration]*windowCache
@@ -237,7 +246,7 @@ func (e *Engine) record(ctx context.Context, s *sloState, T int64) error {
 	if err != nil {
 		return fmt.Errorf("SLO %s: good/bad: %w", s.c.slo.Name, err)
 	}
-	app := e.cfg.Store.Appender(ctx)
+	app := newBatchAppender(ctx, e.cfg.Store)
 	secs := e.cfg.Step.Seconds()
 	for t := first; t <= last; t += step {
 		seen := map[string]bool{}
@@ -376,20 +385,43 @@ type outSeries struct {
 	ref    storage.SeriesRef
 }
 
-// appendOut appends v to the group's recorded series name{extra...},
-// keeping its labels and ref for the next steps.
-func (g *group) appendOut(app storage.Appender, slo string, t int64, v float64, name string, extra ...string) error {
-	key := name
-	for _, x := range extra {
-		key += "\xff" + x
+// The recorded series of a group, by their place in group.out.
+const (
+	outEventsGood  = iota // vigil_slo_events_total{event="good"}
+	outEventsTotal        // vigil_slo_events_total{event="total"}
+	outRateGood           // vigil_slo_events:rate{event="good"}
+	outRateTotal          // vigil_slo_events:rate{event="total"}
+	outBudget             // vigil_slo_budget_remaining
+	outBurn               // vigil_slo_burn_rate{window=c.windowNames[i-outBurn]}
+)
+
+// outLabels returns the labels of recorded series i of group g.
+func (c *compiled) outLabels(i int, g labels.Labels) labels.Labels {
+	switch i {
+	case outEventsGood:
+		return seriesLabels(metricEvents, c.slo.Name, g, "event", "good")
+	case outEventsTotal:
+		return seriesLabels(metricEvents, c.slo.Name, g, "event", "total")
+	case outRateGood:
+		return seriesLabels(metricEventRate, c.slo.Name, g, "event", "good")
+	case outRateTotal:
+		return seriesLabels(metricEventRate, c.slo.Name, g, "event", "total")
+	case outBudget:
+		return seriesLabels(metricBudgetRemaining, c.slo.Name, g)
+	default:
+		return seriesLabels(metricBurnRate, c.slo.Name, g, "window", c.windowNames[i-outBurn])
 	}
-	o := g.out[key]
-	if o == nil {
-		if g.out == nil {
-			g.out = map[string]*outSeries{}
-		}
-		o = &outSeries{labels: seriesLabels(name, slo, g.labels, extra...)}
-		g.out[key] = o
+}
+
+// appendOut appends v to the group's recorded series i, keeping its
+// labels and ref for the next steps.
+func (g *group) appendOut(app storage.Appender, c *compiled, i int, t int64, v float64) error {
+	if g.out == nil {
+		g.out = make([]outSeries, outBurn+len(c.windows))
+	}
+	o := &g.out[i]
+	if o.labels.IsEmpty() {
+		o.labels = c.outLabels(i, g.labels)
 	}
 	ref, err := app.Append(o.ref, o.labels, t, v)
 	if err != nil && !isSkippable(err) {
@@ -400,18 +432,17 @@ func (g *group) appendOut(app storage.Appender, slo string, t int64, v float64, 
 }
 
 func (e *Engine) appendGroup(app storage.Appender, s *sloState, g *group, t int64, goodRate, totalRate float64, rates bool) error {
-	name := s.c.slo.Name
-	if err := g.appendOut(app, name, t, g.cumGood, metricEvents, "event", "good"); err != nil {
+	if err := g.appendOut(app, s.c, outEventsGood, t, g.cumGood); err != nil {
 		return err
 	}
-	if err := g.appendOut(app, name, t, g.cumTotal, metricEvents, "event", "total"); err != nil {
+	if err := g.appendOut(app, s.c, outEventsTotal, t, g.cumTotal); err != nil {
 		return err
 	}
-	if rates && !e.cfg.NoRateSeries {
-		if err := g.appendOut(app, name, t, goodRate, metricEventRate, "event", "good"); err != nil {
+	if rates && e.cfg.RecordStepRates && !e.cfg.NoRateSeries {
+		if err := g.appendOut(app, s.c, outRateGood, t, goodRate); err != nil {
 			return err
 		}
-		if err := g.appendOut(app, name, t, totalRate, metricEventRate, "event", "total"); err != nil {
+		if err := g.appendOut(app, s.c, outRateTotal, t, totalRate); err != nil {
 			return err
 		}
 	}
@@ -453,15 +484,24 @@ type windowCache struct {
 	vals     [][]float64
 }
 
-// lookup returns a function giving, for a group key, the cumulative good
-// and total counts recorded at step t (zero for a group without a sample
-// there: it did not exist yet). Recorded steps never change, so a read
-// covers the lookups of the next lookupAhead cycles of this window.
-func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int64) (func(key string) (float64, float64), error) {
+// lookup returns a function giving, for a group's number (s.index), the
+// cumulative good and total counts recorded at step t (zero for a group
+// without a sample there: it did not exist yet). Recorded steps never
+// change, so a read covers the lookups of the next lookupAhead cycles of
+// this window (wi is its index in s.c.windows).
+func (e *Engine) lookup(ctx context.Context, s *sloState, wi int, t int64) (func(idx int) (float64, float64), error) {
 	step := e.cfg.Step.Milliseconds()
+	w := s.c.windows[wi]
 	c := s.lcache[w]
 	if c == nil || t < c.from || t > c.to {
-		to := min(t+(lookupAhead-1)*step, s.last)
+		ahead := int64(lookupAhead - 1)
+		if c == nil {
+			// The first reads cover one step less per window, so that
+			// later the windows' reads fall in different cycles, not
+			// all in every lookupAhead-th one.
+			ahead -= int64(wi % lookupAhead)
+		}
+		to := min(t+ahead*step, s.last)
 		if to < t {
 			to = t
 		}
@@ -472,9 +512,8 @@ func (e *Engine) lookup(ctx context.Context, s *sloState, w time.Duration, t int
 		s.lcache[w] = c
 	}
 	row := c.vals[(t-c.from)/step]
-	return func(key string) (float64, float64) {
-		idx, ok := s.index[key]
-		if !ok || 2*idx+1 >= len(row) || math.IsNaN(row[2*idx+1]) {
+	return func(idx int) (float64, float64) {
+		if idx < 0 || 2*idx+1 >= len(row) || math.IsNaN(row[2*idx+1]) {
 			return 0, 0
 		}
 		g := row[2*idx]

@@ -117,7 +117,7 @@ func (e *Engine) evalRollup(ctx context.Context, s *rollupState, now time.Time) 
 		if err != nil {
 			errRec = fmt.Errorf("latency roll-up %s: %w", s.r.Name, err)
 		} else {
-			app := e.cfg.Store.Appender(ctx)
+			app := newBatchAppender(ctx, e.cfg.Store)
 			for _, x := range ss {
 				l := labels.FromStrings(labels.MetricName, metricRollupMinute, "rollup", s.r.Name, s.cluster, x.Labels.Get(s.cluster))
 				var ref storage.SeriesRef

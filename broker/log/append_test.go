@@ -349,6 +349,27 @@ func TestFlushPolicy(t *testing.T) {
 	}
 }
 
+// TestDiscard: Discard closes like Close but without a single fsync (the
+// files are about to be deleted), and later calls get ErrClosed.
+func TestDiscard(t *testing.T) {
+	fsys := newFaultFS()
+	l := openAt(t, t.TempDir(), DefaultConfig(), newClock(t0), fsys)
+	l.mustAppend(simple(t, 3, t0))
+	before := fsys.syncs.Load()
+	if err := l.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if n := fsys.syncs.Load() - before; n != 0 {
+		t.Fatalf("Discard made %d fsyncs, want none", n)
+	}
+	if _, err := l.Append(simple(t, 1, t0), 0); err != ErrClosed {
+		t.Fatalf("Append after Discard: %v, want ErrClosed", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close after Discard: %v", err)
+	}
+}
+
 func TestFlushAndClose(t *testing.T) {
 	fsys := newFaultFS()
 	l := openAt(t, t.TempDir(), DefaultConfig(), newClock(t0), fsys)

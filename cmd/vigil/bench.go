@@ -4,7 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/vigilhq/vigil/bench"
 	"github.com/vigilhq/vigil/slo"
@@ -31,10 +36,32 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Minutes, "minutes", 10, "minutes of raw metrics (one scrape every 15 s); one cycle per minute")
 	fs.StringVar(&cfg.Dir, "dir", "", "TSDB directory (default: a temporary one, removed after)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the evaluation cycles to this file")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write heap profiles after the recorded history, the ingest, the first and the last cycle to this prefix (.history, .ingest, .first, .last)")
+	recWindows := fs.String("record-windows", "", "windows whose burn rate the engine records per group, comma-separated, or all (default: the engine's, 1h)")
+	fs.BoolVar(&cfg.RecordStepRates, "record-step-rates", false, "also record vigil_slo_events:rate per group")
+	memLimit := fs.String("memory-limit", "auto", "Go soft memory limit: auto (GOMEMLIMIT, else 90% of a cgroup memory limit, else none), off, or a size such as 5GiB (docs/slo.md)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	switch *recWindows {
+	case "":
+	case "all":
+		cfg.RecordAllWindows = true
+	default:
+		for _, w := range strings.Split(*recWindows, ",") {
+			d, err := model.ParseDuration(strings.TrimSpace(w))
+			if err != nil {
+				return fmt.Errorf("--record-windows: %w", err)
+			}
+			cfg.RecordWindows = append(cfg.RecordWindows, time.Duration(d))
+		}
+	}
+	limit, how, err := applyMemoryLimit(*memLimit)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "memory limit: %.2f GiB, %s\n", float64(limit)/(1<<30), how)
 	cfg.Progress = stderr
 	r, err := slo.BenchFleet(ctx, cfg)
 	if err != nil {

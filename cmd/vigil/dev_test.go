@@ -245,10 +245,21 @@ func TestDevRunsTwoCells(t *testing.T) {
 		}
 		return cell
 	}
-	md, err := adm.Metadata(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Metadata reaches each broker on its own schedule: wait until the
+	// broker answering has every new topic.
+	var md kadm.Metadata
+	vigiltest.WaitFor(t, "metadata with the four topics", time.Minute, func() bool {
+		var err error
+		if md, err = adm.Metadata(ctx); err != nil {
+			return false
+		}
+		for _, name := range topics {
+			if td, ok := md.Topics[name]; !ok || td.Err != nil || len(td.Partitions) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	if len(md.Brokers) != 6 {
 		t.Fatalf("metadata lists %d brokers, want 6: %v", len(md.Brokers), md.Brokers)
 	}
@@ -271,7 +282,8 @@ func TestDevRunsTwoCells(t *testing.T) {
 	if lost := vigiltest.Sum(t, scrape(t, url), "vigil_probe_lost_records_total", nil); lost != 0 {
 		t.Errorf("%v probe records lost in a healthy run", lost)
 	}
-	if md, err = adm.Metadata(ctx); err != nil {
+	md, err = adm.Metadata(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var probeTopics []string

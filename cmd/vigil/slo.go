@@ -209,7 +209,12 @@ type observerFile struct {
 	NoDefaults     bool              `yaml:"no_defaults"`
 	ReportSchedule string            `yaml:"report_schedule"`
 	ReportDir      string            `yaml:"report_dir"`
-	Targets        []slo.Target      `yaml:"targets"`
+	MemoryLimit    string            `yaml:"memory_limit"`
+	// RecordWindows are the windows whose burn rate is recorded per SLO
+	// group (default [1h]); RecordStepRates adds vigil_slo_events:rate.
+	RecordWindows   []string     `yaml:"record_windows"`
+	RecordStepRates bool         `yaml:"record_step_rates"`
+	Targets         []slo.Target `yaml:"targets"`
 	// Controllers enables the mitigator (controller API addresses).
 	Controllers    []string `yaml:"controllers"`
 	MitigationMode string   `yaml:"mitigation_mode"`
@@ -240,6 +245,9 @@ Config file (YAML; flags override it):
   report_dir: reports
   controllers: [controller-0:8090]       # enables the mitigator
   mitigation_mode: dry-run               # off | dry-run | approve | auto
+  memory_limit: auto                     # Go soft memory limit: auto | off | 5GiB
+  record_windows: [1h]                   # burn rates recorded per SLO group
+  record_step_rates: false               # also record vigil_slo_events:rate
   targets:
     - url: http://broker-0:8080/metrics
       labels: {cluster: prod, cell: a}
@@ -268,6 +276,7 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 	ctrlAddrs := fs.String("controller", os.Getenv("VIGIL_CONTROLLER"), "controller API addresses, comma-separated: enables the mitigator")
 	mitMode := fs.String("mitigation-mode", "", "mitigator mode: off, dry-run (default), approve, auto")
 	token := fs.String("token", os.Getenv("VIGIL_ADMIN_TOKEN"), "admin token of the controller API")
+	memLimit := fs.String("memory-limit", "", "Go soft memory limit: auto (default: GOMEMLIMIT, else 90% of a cgroup memory limit, else none), off, or a size such as 5GiB")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -296,6 +305,7 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 	set(&f.Remote, *remote)
 	set(&f.ReportSchedule, *reportSchedule)
 	set(&f.MitigationMode, *mitMode)
+	set(&f.MemoryLimit, *memLimit)
 	if *ctrlAddrs != "" {
 		f.Controllers = []string{*ctrlAddrs}
 	}
@@ -346,6 +356,14 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		*p.dst = time.Duration(d)
 	}
+	for _, w := range f.RecordWindows {
+		d, err := model.ParseDuration(w)
+		if err != nil {
+			return fmt.Errorf("record_windows: %w", err)
+		}
+		cfg.RecordWindows = append(cfg.RecordWindows, time.Duration(d))
+	}
+	cfg.RecordStepRates = f.RecordStepRates
 	if *step > 0 {
 		cfg.Step = *step
 	}
@@ -368,6 +386,11 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = logger
+	limit, how, err := applyMemoryLimit(f.MemoryLimit)
+	if err != nil {
+		return err
+	}
+	logger.Info("Go memory limit", "bytes", limit, "from", how)
 	obs, err := slo.StartObserver(ctx, cfg)
 	if err != nil {
 		return err
