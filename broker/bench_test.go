@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/vigilhq/vigil/internal/proc"
 )
 
 // Benchmarks of the broker's hot paths over a real loopback connection,
@@ -23,11 +24,11 @@ type cpuTimer struct{ start time.Duration }
 
 func startCPU(b *testing.B) cpuTimer {
 	b.ResetTimer()
-	return cpuTimer{processCPU()}
+	return cpuTimer{proc.CPU()}
 }
 
 func (t cpuTimer) report(b *testing.B) {
-	if used := processCPU() - t.start; used > 0 {
+	if used := proc.CPU() - t.start; used > 0 {
 		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }

@@ -101,8 +101,10 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 			return resp, nil, nil
 		}
 	}
-	// Replicated already (no other in-sync replica): the checks only.
-	b.awaitReplicated(c, resp, waits, leaders, deadline)
+	if len(waits) > 0 {
+		// Replicated already (no other in-sync replica): the checks only.
+		b.awaitReplicated(c, resp, waits, leaders, deadline)
+	}
 	resp.Brokers = b.produceEndpoints(leaders)
 	return resp, nil, nil
 }

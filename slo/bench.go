@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/vigilhq/vigil/internal/proc"
 )
 
 // BenchConfig sizes the synthetic fleet of BenchFleet.
@@ -322,11 +323,11 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 	}
 	first := true
 	for clock = start.Add(time.Minute + 5*time.Second); !clock.After(end.Add(5 * time.Second)); clock = clock.Add(time.Minute) {
-		c0, cpu0 := time.Now(), processCPU()
+		c0, cpu0 := time.Now(), proc.CPU()
 		if err := eng.Cycle(ctx); err != nil {
 			return nil, fmt.Errorf("cycle at %s: %w", clock.Format(time.RFC3339), err)
 		}
-		d, cpu := time.Since(c0), processCPU()-cpu0
+		d, cpu := time.Since(c0), proc.CPU()-cpu0
 		fmt.Fprintf(progress, "cycle at %s: %v (CPU %v), %d signals; %s\n", clock.UTC().Format("15:04:05"), d.Round(time.Millisecond),
 			cpu.Round(time.Millisecond), len(eng.Signals()), memLine())
 		if first {

@@ -1,14 +1,15 @@
 //go:build unix
 
-package slo
+// Package proc reads this process's own resource use.
+package proc
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU returns the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
+// CPU returns the CPU time (user and system) this process has used.
+func CPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
