@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
@@ -32,7 +31,7 @@ import (
 // 46m..50m (no samples, then a single one at 50:00).
 const scrape = 15 * time.Second
 
-func writeFleet(t *testing.T, db *tsdb.DB) {
+func writeFleet(t *testing.T, db *TSDB) {
 	t.Helper()
 	app := db.Appender(context.Background())
 	var va, vb, ga, gb float64 = 1000, 1000, 1000, 1000
@@ -90,7 +89,7 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.t }
 
-func newTestEngine(t *testing.T, db *tsdb.DB, spec string, clock *fakeClock) *Engine {
+func newTestEngine(t *testing.T, db *TSDB, spec string, clock *fakeClock) *Engine {
 	t.Helper()
 	s, err := Parse("test.yaml", []byte(spec))
 	if err != nil {
@@ -104,7 +103,7 @@ func newTestEngine(t *testing.T, db *tsdb.DB, spec string, clock *fakeClock) *En
 	return e
 }
 
-func openTestDB(t *testing.T) *tsdb.DB {
+func openTestDB(t *testing.T) *TSDB {
 	t.Helper()
 	db, err := OpenTSDB(t.TempDir(), TSDBOptions{})
 	if err != nil {
@@ -310,7 +309,7 @@ slos:
 
 // newBackfillEngine returns an engine of testSpec at 60m that backfills
 // an hour, maxSteps steps per cycle (0: the default).
-func newBackfillEngine(t *testing.T, db *tsdb.DB, maxSteps int) *Engine {
+func newBackfillEngine(t *testing.T, db *TSDB, maxSteps int) *Engine {
 	t.Helper()
 	s, err := Parse("test.yaml", []byte(testSpec))
 	if err != nil {
@@ -415,7 +414,7 @@ func TestOutOfOrderCatchUpInBatches(t *testing.T) {
 // runRecording runs an engine of testSpec over the test fleet for minutes
 // 1..minutes with the given recorded windows and step rates, and returns
 // its TSDB.
-func runRecording(t *testing.T, windows []time.Duration, stepRates bool, minutes int) *tsdb.DB {
+func runRecording(t *testing.T, windows []time.Duration, stepRates bool, minutes int) *TSDB {
 	t.Helper()
 	db := openTestDB(t)
 	writeFleet(t, db)

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/prometheus/prometheus/tsdb"
 )
 
 // ObserverConfig assembles the engine in either mode.
@@ -47,7 +45,7 @@ type ObserverConfig struct {
 type Observer struct {
 	Engine  *Engine
 	Scraper *Scraper // nil in remote mode
-	DB      *tsdb.DB
+	DB      *TSDB
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
