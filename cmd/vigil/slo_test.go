@@ -405,7 +405,12 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	ctrlAPI := "127.0.0.1:" + strconv.Itoa(hport+1)
 	targets := devTargets(p.http, []string{ctrlAPI}, []devBrokerInfo{{ID: 0, Cell: "a"}, {ID: 1, Cell: "a"}, {ID: 2, Cell: "a"}})
 
-	// Prometheus, with the same targets, labels and relabelling.
+	// Prometheus, with the same targets, labels and relabelling, and the
+	// embedded scraper scrape every 2 s: at 1 s, on a loaded machine, a
+	// scrape of a broker's large /metrics sometimes outlasted the interval
+	// (and so its timeout) on one side only, and the two then counted
+	// different events.
+	const scrapeEvery = 2 * time.Second
 	type staticConfig struct {
 		Targets []string          `yaml:"targets"`
 		Labels  map[string]string `yaml:"labels"`
@@ -419,7 +424,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 		}
 		scrapeConfigs = append(scrapeConfigs, map[string]any{
-			"job_name": tg.Labels["job"], "scrape_interval": "1s", "honor_labels": true,
+			"job_name": tg.Labels["job"], "scrape_interval": scrapeEvery.String(), "scrape_timeout": scrapeEvery.String(), "honor_labels": true,
 			"static_configs":         []staticConfig{{Targets: []string{strings.TrimSuffix(strings.TrimPrefix(tg.URL, "http://"), "/metrics")}, Labels: labels}},
 			"metric_relabel_configs": tg.MetricRelabel,
 		})
@@ -455,7 +460,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	sc, err := slo.NewScraper(db, slo.ScrapeConfig{Targets: targets, Interval: time.Second})
+	sc, err := slo.NewScraper(db, slo.ScrapeConfig{Targets: targets, Interval: scrapeEvery, Timeout: scrapeEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,9 +475,9 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 	defer recDB.Close()
 	newEngine := func(raw slo.Querier, store slo.Store) *slo.Engine {
-		// A step of four scrape intervals: rate over [step] then sees
+		// A step of five scrape intervals: rate over [step] then sees
 		// enough samples that the two PromQL versions agree.
-		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 4 * time.Second, Delay: 3 * time.Second, Now: clock})
+		e, err := slo.New(slo.Config{Spec: spec, Raw: raw, Store: store, Step: 5 * scrapeEvery, Delay: 3 * scrapeEvery / 2, Now: clock})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -481,9 +486,9 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	embedded := newEngine(&slo.LocalQuerier{Engine: slo.NewPromQLEngine(nil), Store: db}, db)
 	remote := newEngine(&slo.RemoteQuerier{URL: "http://" + promAddr}, recDB)
 	// Evaluate both at the same instants, about once a second, until
-	// the canary SLO has had events for 30 cycles (7 steps).
+	// the canary SLO has had events for 50 cycles (5 steps).
 	steps := 0
-	waitUntil(t, "30 cycles with disk canary events in both modes", 3*time.Minute, func() (bool, string) {
+	waitUntil(t, "50 cycles with disk canary events in both modes", 4*time.Minute, func() (bool, string) {
 		now = time.Now()
 		for _, e := range []*slo.Engine{embedded, remote} {
 			if err := e.Cycle(ctx); err != nil {
@@ -497,7 +502,7 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			}
 		}
 		time.Sleep(time.Second)
-		return steps >= 30, fmt.Sprintf("%d cycles", steps)
+		return steps >= 50, fmt.Sprintf("%d cycles", steps)
 	})
 	for _, name := range []string{"storage-canary-latency", "storage-append-latency", "probe-produce-availability", "broker-request-errors"} {
 		a, _ := embedded.Status(name)
