@@ -364,10 +364,20 @@ func (c *Client) Unfence(ctx context.Context, id int32) (*BrokerDescription, err
 	return c.brokerAction(ctx, id, "unfence")
 }
 
-// Decommission moves every replica of broker id to other brokers of its
-// cell; the broker becomes decommissioned once the moves complete.
-func (c *Client) Decommission(ctx context.Context, id int32) (*BrokerDescription, error) {
-	return c.brokerAction(ctx, id, "decommission")
+// Decommission marks broker id decommissioning (no new replicas go to it)
+// and moves every replica of it to broker to, or, when to is NoBroker, to
+// other brokers of its cell chosen by placement; the broker becomes
+// decommissioned once the moves complete.
+func (c *Client) Decommission(ctx context.Context, id, to int32) (*BrokerDescription, error) {
+	req := DecommissionRequest{}
+	if to != NoBroker {
+		req.To = &to
+	}
+	var out BrokerDescription
+	if err := c.call(ctx, http.MethodPost, "/v1/brokers/"+strconv.Itoa(int(id))+"/decommission", nil, req, &out, 0); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // Unregister removes broker id, which must hold no replicas.

@@ -225,6 +225,16 @@ func (s *Server) handleBrokerAction(r *http.Request) (any, *Error) {
 		return nil, err
 	}
 	action := r.PathValue("action")
+	to := NoBroker
+	if action == "decommission" {
+		var req DecommissionRequest
+		if err := decode(r, &req); err != nil {
+			return nil, err
+		}
+		if req.To != nil {
+			to = *req.To
+		}
+	}
 	s.propMu.Lock()
 	defer s.propMu.Unlock()
 	var cmd *Command
@@ -242,7 +252,7 @@ func (s *Server) handleBrokerAction(r *http.Request) (any, *Error) {
 		})
 		cmd = &Command{UnfenceBroker: c}
 	case "decommission":
-		s.fsm.read(func(st *State) { cmd, err = PlanDecommission(st.img, id) })
+		s.fsm.read(func(st *State) { cmd, err = PlanDecommission(st.img, id, to) })
 		if err != nil {
 			return nil, err
 		}
@@ -264,6 +274,13 @@ func (s *Server) handleBrokerAction(r *http.Request) (any, *Error) {
 }
 
 // RemoveFromISRRequest takes Broker out of a partition's ISR.
+// DecommissionRequest is the body of POST /v1/brokers/{id}/decommission:
+// To, when set, is the broker that takes the decommissioned one's place in
+// every partition (a replacement); else placement chooses per partition.
+type DecommissionRequest struct {
+	To *int32 `json:"to,omitempty"`
+}
+
 type RemoveFromISRRequest = RemoveFromISRCmd
 
 func (s *Server) handleRemoveFromISR(r *http.Request) (any, *Error) {

@@ -204,13 +204,33 @@ func PlanAlterConfigs(img *Image, req AlterConfigsRequest, validate ConfigValida
 	return &Command{AlterConfigs: &AlterConfigsCmd{Topic: req.Topic, Configs: next}}, nil
 }
 
-// PlanDecommission builds the command that moves every replica of broker
-// id to another broker of its cell (an unused rack first, then the least
-// loaded) and marks it decommissioning.
-func PlanDecommission(img *Image, id int32) (*Command, *Error) {
+// NoBroker is the broker id that names none.
+const NoBroker int32 = -1
+
+// PlanDecommission builds the command that marks broker id
+// decommissioning and moves every replica of it to another broker of its
+// cell: to, when to is not NoBroker (a replacement: the new broker takes
+// the old one's place in every partition it does not hold already), else
+// an unused rack first, then the least loaded broker.
+func PlanDecommission(img *Image, id, to int32) (*Command, *Error) {
 	b := img.Brokers[id]
 	if b == nil {
 		return nil, errorf(CodeBrokerNotRegistered, "broker %d is not registered", id)
+	}
+	if to != NoBroker {
+		tb := img.Brokers[to]
+		switch {
+		case tb == nil:
+			return nil, errorf(CodeBrokerNotRegistered, "cannot decommission broker %d to broker %d: broker %d is not registered", id, to, to)
+		case to == id:
+			return nil, errorf(CodeInvalidRequest, "cannot decommission broker %d to itself", id)
+		case tb.Cell != b.Cell:
+			return nil, errorf(CodeInvalidReplicaAssignment, "cannot decommission broker %d (cell %s) to broker %d of cell %s: replicas stay in their cell", id, b.Cell, to, tb.Cell)
+		case tb.Decommissioning:
+			return nil, errorf(CodeInvalidReplicaAssignment, "cannot decommission broker %d to broker %d: broker %d is being decommissioned itself", id, to, to)
+		case !tb.Alive():
+			return nil, errorf(CodeInvalidReplicaAssignment, "cannot decommission broker %d to broker %d: broker %d is %s; start it first", id, to, to, tb.State)
+		}
 	}
 	var cell []*Broker
 	for _, c := range CellBrokers(img)[b.Cell] {
@@ -228,7 +248,10 @@ func PlanDecommission(img *Image, id int32) (*Command, *Error) {
 				continue
 			}
 			keep := without(target, id)
-			r := replacementFor(cell, load, keep, id, img)
+			r := to
+			if to == NoBroker || slices.Contains(keep, to) {
+				r = replacementFor(cell, load, keep, id, img)
+			}
 			if r < 0 {
 				return nil, errorf(CodeInvalidReplicationFactor,
 					"cannot decommission broker %d: %s-%d needs a replacement in cell %q but every other live broker there already holds it; start another broker in the cell first",

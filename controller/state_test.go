@@ -362,7 +362,7 @@ func TestDecommission(t *testing.T) {
 	}
 	h.addBroker(5, "b", "")
 	h.createAssigned("t", [][]int32{{1, 2, 3}, {2, 3, 1}, {2, 3, 4}}, nil)
-	cmd, err := PlanDecommission(h.img(), 1)
+	cmd, err := PlanDecommission(h.img(), 1, NoBroker)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,8 +392,55 @@ func TestDecommission(t *testing.T) {
 	h.wantErr(h.apply(&Command{UnregisterBroker: &UnregisterBrokerCmd{ID: 2}}), CodeInvalidRequest)
 	// Nowhere to go: every other broker of the cell holds the partition.
 	h2 := threeBrokers(t, nil)
-	if _, err := PlanDecommission(h2.img(), 1); err == nil || err.Code != CodeInvalidReplicationFactor {
+	if _, err := PlanDecommission(h2.img(), 1, NoBroker); err == nil || err.Code != CodeInvalidReplicationFactor {
 		t.Fatalf("decommission without spare broker: %v", err)
+	}
+	h.checkReplica()
+}
+
+// A replacement: every replica of the old broker goes to the new one, and
+// while the moves run nothing can put a replica back on the old broker.
+func TestDecommissionTo(t *testing.T) {
+	h := newHarness(t)
+	for i := int32(1); i <= 4; i++ {
+		h.addBroker(i, "a", "r"+string(rune('0'+i)))
+	}
+	h.addBroker(5, "b", "")
+	h.addBroker(6, "a", "r6")
+	// Partition 2 already holds broker 4: placement chooses for it.
+	h.createAssigned("t", [][]int32{{1, 2, 3}, {2, 3, 1}, {1, 3, 4}}, nil)
+	for _, tc := range []struct {
+		to   int32
+		code string
+	}{{9, CodeBrokerNotRegistered}, {1, CodeInvalidRequest}, {5, CodeInvalidReplicaAssignment}} {
+		if _, err := PlanDecommission(h.img(), 1, tc.to); err == nil || err.Code != tc.code {
+			t.Fatalf("decommission 1 to %d: %v, want %s", tc.to, err, tc.code)
+		}
+	}
+	cmd, err := PlanDecommission(h.img(), 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32][]int32{0: {4, 2, 3}, 1: {2, 3, 4}, 2: {6, 3, 4}}
+	for _, r := range cmd.Decommission.Reassignments {
+		if !eq(r.Replicas, want[r.Partition]) {
+			t.Fatalf("partition %d to %v, want %v", r.Partition, r.Replicas, want[r.Partition])
+		}
+	}
+	h.mustApply(cmd)
+	// Moving a replica back to the decommissioning broker is refused.
+	res := h.mustApply(&Command{Reassign: &ReassignCmd{[]Reassignment{{Topic: "t", Partition: 0, Replicas: []int32{1, 4, 2}}}}})
+	if r := res.Value.([]ReassignmentResult); r[0].Error == nil || r[0].Error.Code != CodeInvalidReplicaAssignment {
+		t.Fatalf("reassignment onto a decommissioning broker: %+v", r)
+	}
+	if _, err := PlanDecommission(h.img(), 2, 1); err == nil || err.Code != CodeInvalidReplicaAssignment {
+		t.Fatalf("decommission to a decommissioning broker: %v", err)
+	}
+	for i, p := range h.img().Topics["t"].Partitions {
+		h.alterISR("t", int32(i), append(append([]int32{}, p.ISR...), p.AddingReplicas...)...)
+	}
+	if b := h.img().Brokers[1]; b.State != BrokerDecommissioned {
+		t.Fatalf("after moves: %+v", b)
 	}
 	h.checkReplica()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/vigilhq/vigil/controller"
 )
@@ -144,45 +143,31 @@ func (m *Mitigator) advanceReplace(ctx context.Context, d *Decision, view *View)
 		view = v
 	}
 	if d.Phase == "reassign" {
-		var rs []controller.Reassignment
+		// One controller command marks the old broker decommissioning (no
+		// new replica may go to it: a probe re-asserting its topic's
+		// layout, an operator's reassignment or new topics cannot put one
+		// back while the moves run) and moves every replica of it to the
+		// new broker.
+		n := 0
 		for _, p := range view.Partitions {
-			if !slices.Contains(p.Replicas, old) || p.Reassigning {
-				continue
-			}
-			target := slices.Clone(p.Replicas)
-			for i, r := range target {
-				if r == old {
-					target[i] = d.NewBroker
-				}
-			}
-			rs = append(rs, controller.Reassignment{Topic: p.Topic, Partition: p.Partition, Replicas: target})
-		}
-		if len(rs) > 0 {
-			rctx, cancel := context.WithTimeout(ctx, m.cfg.ActionTimeout)
-			res, err := m.ctrl.Reassign(rctx, rs)
-			cancel()
-			if err != nil {
-				fail("reassign", err)
-				return
-			}
-			var bad []string
-			for _, r := range res {
-				if r.Error != nil {
-					bad = append(bad, fmt.Sprintf("%s/%d: %v", r.Topic, r.Partition, r.Error))
-				}
-			}
-			if len(bad) > 0 {
-				fail("reassign", fmt.Errorf("%s", strings.Join(bad, "; ")))
-				return
+			if slices.Contains(p.Replicas, old) {
+				n++
 			}
 		}
-		set("reassign", "ok", fmt.Sprintf("%d partitions moving from broker %d to broker %d", len(rs), old, d.NewBroker))
+		rctx, cancel := context.WithTimeout(ctx, m.cfg.ActionTimeout)
+		_, err := m.ctrl.Decommission(rctx, old, d.NewBroker)
+		cancel()
+		if err != nil {
+			fail("reassign", err)
+			return
+		}
+		set("reassign", "ok", fmt.Sprintf("%d partitions moving from broker %d to broker %d; broker %d decommissioning", n, old, d.NewBroker, old))
 		d.Phase = "sync"
 	}
 	if d.Phase == "sync" {
 		if view.holdsReplicas(old) {
 			if m.cfg.Clock().Sub(d.At) > m.cfg.ReplaceTimeout {
-				fail("reassign", fmt.Errorf("replicas still on broker %d after %s; look at vigil admin reassignments", old, m.cfg.ReplaceTimeout))
+				fail("reassign", fmt.Errorf("replicas still on broker %d after %s; look at vigil admin reassign --list", old, m.cfg.ReplaceTimeout))
 				return
 			}
 			d.Outcome = OutExecuting
@@ -191,12 +176,17 @@ func (m *Mitigator) advanceReplace(ctx context.Context, d *Decision, view *View)
 		d.Phase = "decommission"
 	}
 	if d.Phase == "decommission" {
-		cctx, cancel := context.WithTimeout(ctx, m.cfg.ActionTimeout)
-		_, err := m.ctrl.Decommission(cctx, old)
-		cancel()
-		if err != nil {
-			fail("decommission", err)
-			return
+		// The controller marks the broker decommissioned once its last
+		// replica has moved. A replacement begun by an older version,
+		// which moved the replicas before decommissioning, asks here.
+		if view.Brokers[old].State != controller.BrokerDecommissioned {
+			cctx, cancel := context.WithTimeout(ctx, m.cfg.ActionTimeout)
+			_, err := m.ctrl.Decommission(cctx, old, controller.NoBroker)
+			cancel()
+			if err != nil {
+				fail("decommission", err)
+				return
+			}
 		}
 		set("decommission", "ok", "")
 		d.Phase = "retire"

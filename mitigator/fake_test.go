@@ -159,14 +159,42 @@ func (f *fakeCtrl) Unfence(ctx context.Context, id int32) (*controller.BrokerDes
 	return f.desc(id), nil
 }
 
-func (f *fakeCtrl) Decommission(ctx context.Context, id int32) (*controller.BrokerDescription, error) {
+func (f *fakeCtrl) Decommission(ctx context.Context, id, to int32) (*controller.BrokerDescription, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.call("decommission", id); err != nil {
+	f.calls = append(f.calls, fmt.Sprintf("decommission %d to %d", id, to))
+	if err := f.fail["decommission"]; err != nil {
 		return nil, err
 	}
-	f.img.Brokers[id].State = controller.BrokerDecommissioned
+	f.img.Brokers[id].Decommissioning = true
+	for _, t := range f.img.Topics {
+		for _, p := range t.Partitions {
+			// The new replicas catch up at once.
+			if i := slices.Index(p.Replicas, id); i >= 0 && to != controller.NoBroker {
+				p.Replicas[i] = to
+				p.ISR = slices.Clone(p.Replicas)
+				if p.Leader == id {
+					p.Leader = p.Replicas[0]
+				}
+			}
+		}
+	}
+	if !f.holds(id) {
+		f.img.Brokers[id].State = controller.BrokerDecommissioned
+	}
 	return f.desc(id), nil
+}
+
+// holds reports whether broker id is a replica of any partition.
+func (f *fakeCtrl) holds(id int32) bool {
+	for _, t := range f.img.Topics {
+		for _, p := range t.Partitions {
+			if slices.Contains(p.Replicas, id) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (f *fakeCtrl) RemoveFromISR(ctx context.Context, topic string, partition, broker int32) (*controller.Partition, error) {
@@ -200,23 +228,6 @@ func (f *fakeCtrl) ElectLeaders(ctx context.Context, req controller.ElectLeaders
 				out = append(out, controller.ElectionResult{Topic: name, Partition: int32(i), Leader: pref})
 			}
 		}
-	}
-	return out, nil
-}
-
-func (f *fakeCtrl) Reassign(ctx context.Context, rs []controller.Reassignment) ([]controller.ReassignmentResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, fmt.Sprintf("reassign %d", len(rs)))
-	var out []controller.ReassignmentResult
-	for _, r := range rs {
-		p := f.img.Topics[r.Topic].Partitions[r.Partition]
-		// The new replicas catch up at once.
-		p.Replicas, p.ISR = slices.Clone(r.Replicas), slices.Clone(r.Replicas)
-		if !slices.Contains(p.Replicas, p.Leader) {
-			p.Leader = p.Replicas[0]
-		}
-		out = append(out, controller.ReassignmentResult{Topic: r.Topic, Partition: r.Partition})
 	}
 	return out, nil
 }

@@ -461,7 +461,7 @@ func TestReplaceBrokerDown(t *testing.T) {
 	if got := h.prov.Calls(); strings.Join(got, ",") != "provision a a1 -> 3,retire 1" {
 		t.Fatalf("provisioner calls %q", got)
 	}
-	h.wantCalls("reassign 3", "decommission 1")
+	h.wantCalls("decommission 1 to 3")
 	for _, p := range fc.img.Topics["t"].Partitions {
 		for _, r := range p.Replicas {
 			if r == 1 {
@@ -533,7 +533,7 @@ func TestReplaceDegradedBrokerEndsItsDemotion(t *testing.T) {
 		h.at(time.Minute, s)
 	}
 	h.wantDecisions("demote done 1", "replace done 1")
-	h.wantCalls("demote 1", "reassign 3", "decommission 1")
+	h.wantCalls("demote 1", "decommission 1 to 3")
 }
 
 // The audit trail rotates past AuditMaxBytes: the new trail starts with

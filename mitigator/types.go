@@ -34,10 +34,11 @@ type Controller interface {
 	Undemote(ctx context.Context, id int32) (*controller.BrokerDescription, error)
 	Fence(ctx context.Context, id int32) (*controller.BrokerDescription, error)
 	Unfence(ctx context.Context, id int32) (*controller.BrokerDescription, error)
-	Decommission(ctx context.Context, id int32) (*controller.BrokerDescription, error)
+	// Decommission marks broker id decommissioning and moves its replicas
+	// to broker to (controller.NoBroker: placement chooses).
+	Decommission(ctx context.Context, id, to int32) (*controller.BrokerDescription, error)
 	RemoveFromISR(ctx context.Context, topic string, partition, broker int32) (*controller.Partition, error)
 	ElectLeaders(ctx context.Context, req controller.ElectLeadersRequest) ([]controller.ElectionResult, error)
-	Reassign(ctx context.Context, rs []controller.Reassignment) ([]controller.ReassignmentResult, error)
 }
 
 var _ Controller = (*controller.Client)(nil)

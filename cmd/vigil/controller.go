@@ -68,7 +68,7 @@ verbs:
   describe-broker N                one broker
   demote N | undemote N            move leaderships off broker N and keep them off / allow again
   fence N | unfence N              fence broker N until unfenced / clear an operator's fence
-  decommission N                   move broker N's replicas away; it is decommissioned when done
+  decommission N [--to M]          move broker N's replicas away (all to broker M with --to); it is decommissioned when done
   unregister N                     forget broker N (it must hold no replicas)
   topics [TOPIC...]                topics with their partitions, leaders and ISRs
   create-topic NAME --partitions P --replication-factor R [--cell C] [--config k=v]... [--validate-only]
@@ -196,10 +196,22 @@ func (a *admin) run(ctx context.Context, verb string, fs *flag.FlagSet, args []s
 			}
 		})
 	case "describe-broker", "demote", "undemote", "fence", "unfence", "decommission", "unregister":
-		if err := fs.Parse(args); err != nil {
+		to := controller.NoBroker
+		if verb == "decommission" {
+			fs.Func("to", "move every replica to this broker (a replacement; default: placement chooses per partition)", func(v string) error {
+				n, err := strconv.ParseInt(v, 10, 32)
+				if err != nil || n < 0 {
+					return fmt.Errorf("--to %q: want a broker id", v)
+				}
+				to = int32(n)
+				return nil
+			})
+		}
+		pos, err := parseInterspersed(fs, args)
+		if err != nil {
 			return err
 		}
-		id, err := brokerArg(fs.Args())
+		id, err := brokerArg(pos)
 		if err != nil {
 			return err
 		}
@@ -216,7 +228,7 @@ func (a *admin) run(ctx context.Context, verb string, fs *flag.FlagSet, args []s
 		case "unfence":
 			b, err = a.c.Unfence(ctx, id)
 		case "decommission":
-			b, err = a.c.Decommission(ctx, id)
+			b, err = a.c.Decommission(ctx, id, to)
 		case "unregister":
 			if err = a.c.Unregister(ctx, id); err == nil {
 				return a.print(map[string]any{"unregistered": id}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "broker %d unregistered\n", id) })

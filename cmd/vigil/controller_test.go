@@ -102,6 +102,9 @@ func TestControllerAndAdmin(t *testing.T) {
 	if _, err := admin("decommission", "1"); err == nil || !strings.Contains(err.Error(), "INVALID_REPLICATION_FACTOR") {
 		t.Fatalf("decommission without a spare broker: %v", err)
 	}
+	if _, err := admin("decommission", "1", "--to", "7"); err == nil || !strings.Contains(err.Error(), "broker 7 is not registered") {
+		t.Fatalf("decommission to an unknown broker: %v", err)
+	}
 }
 
 // lockedWriter serializes writes from the controller's goroutines.
