@@ -43,6 +43,8 @@ type BenchConfig struct {
 	RecordWindows    []time.Duration
 	RecordAllWindows bool
 	RecordStepRates  bool
+	// NoSharing evaluates every health rule as written (Config.NoSharing).
+	NoSharing bool
 	// MemProfile, if set, is the prefix of heap profiles written between
 	// the phases (outside the timed parts, each after a GC):
 	// PREFIX.history, PREFIX.ingest, PREFIX.first and PREFIX.last (after
@@ -306,7 +308,7 @@ func BenchFleet(ctx context.Context, cfg BenchConfig) (*BenchResult, error) {
 		}
 	}
 	eng, err := New(Config{Spec: spec, Raw: &LocalQuerier{Engine: NewPromQLEngine(nil), Store: db}, Store: db, Now: func() time.Time { return clock },
-		RollupEvery: time.Minute, RecordWindows: record, RecordStepRates: cfg.RecordStepRates})
+		RollupEvery: time.Minute, RecordWindows: record, RecordStepRates: cfg.RecordStepRates, NoSharing: cfg.NoSharing})
 	if err != nil {
 		return nil, err
 	}

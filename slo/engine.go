@@ -80,7 +80,11 @@ type Config struct {
 	// RollupEvery is how often latency roll-ups are recomputed (their
 	// per-minute values are recorded every minute). Default 5m.
 	RollupEvery time.Duration
-	Logger      *slog.Logger
+	// NoSharing evaluates each health rule as written, even with the
+	// embedded TSDB, instead of evaluating the subexpressions they share
+	// once per cycle (shared.go; for comparisons and benchmarks).
+	NoSharing bool
+	Logger    *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -88,8 +92,11 @@ type Config struct {
 // Engine evaluates SLOs and health rules and publishes signals.
 type Engine struct {
 	cfg Config
-	// raw is cfg.Raw behind a per-cycle memo (set by Cycle).
-	raw    Querier
+	// raw is base behind a per-cycle memo (set by Cycle).
+	raw Querier
+	// base is cfg.Raw, or, with the embedded TSDB, a querier of it that
+	// also serves the health rules' shared subexpressions (shared.go).
+	base   Querier
 	slos   []*sloState
 	health []*healthState
 	rolls  []*rollupState
@@ -157,8 +164,26 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.slos = append(e.slos, st)
 	}
+	e.base = cfg.Raw
 	for i := range cfg.Spec.HealthRules {
-		e.health = append(e.health, &healthState{rule: &cfg.Spec.HealthRules[i], active: map[string]*activeSeries{}})
+		r := &cfg.Spec.HealthRules[i]
+		e.health = append(e.health, &healthState{rule: r, query: r.Expr, active: map[string]*activeSeries{}})
+	}
+	if lq, ok := cfg.Raw.(*LocalQuerier); ok && len(e.health) > 1 && !cfg.NoSharing {
+		exprs := make([]string, len(e.health))
+		for i, h := range e.health {
+			exprs[i] = h.rule.Expr
+		}
+		sh, err := factorShared(exprs)
+		if err != nil {
+			return nil, err
+		}
+		if len(sh.exprs) > 0 {
+			for i, h := range e.health {
+				h.query = sh.rewritten[i]
+			}
+			e.base = &LocalQuerier{Engine: lq.Engine, Store: &sharedQueryable{Queryable: lq.Store, exprs: sh.exprs}}
+		}
 	}
 	for i := range cfg.Spec.LatencyRollups {
 		r, err := newRollupState(&cfg.Spec.LatencyRollups[i])
@@ -202,7 +227,8 @@ func (e *Engine) Cycle(ctx context.Context) error {
 	step := e.cfg.Step.Milliseconds()
 	T := (now.Add(-e.cfg.Delay).UnixMilli() / step) * step
 
-	e.raw = newMemo(e.cfg.Raw)
+	e.raw = newMemo(e.base)
+	ctx = withMemo(ctx, e.raw)
 	// SLOs (with their signals), health rules and roll-ups share a pool
 	// of Concurrency workers, the items that took longest in the last
 	// cycle first, so that a long one does not start last and run alone.

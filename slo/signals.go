@@ -220,7 +220,10 @@ func (e *Engine) sloSignals(ctx context.Context, s *sloState, st *Status) []Sign
 
 // healthState tracks the series of one health rule over evaluations.
 type healthState struct {
-	rule   *HealthRule
+	rule *HealthRule
+	// query is what the engine evaluates: the rule's expression, with its
+	// shared subexpressions read from their selectors (shared.go).
+	query  string
 	active map[string]*activeSeries
 }
 
@@ -233,7 +236,7 @@ type activeSeries struct {
 // evalHealth evaluates a health rule at t: a series returned for at least
 // `for` is a signal.
 func (e *Engine) evalHealth(ctx context.Context, h *healthState, t time.Time) ([]Signal, error) {
-	ss, err := e.raw.Instant(ctx, h.rule.Expr, t)
+	ss, err := e.raw.Instant(ctx, h.query, t)
 	if err != nil {
 		return nil, fmt.Errorf("health rule %s: %w", h.rule.Name, err)
 	}

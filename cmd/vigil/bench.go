@@ -39,6 +39,7 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write heap profiles after the recorded history, the ingest, the first and the last cycle to this prefix (.history, .ingest, .first, .last)")
 	recWindows := fs.String("record-windows", "", "windows whose burn rate the engine records per group, comma-separated, or all (default: the engine's, 1h)")
 	fs.BoolVar(&cfg.RecordStepRates, "record-step-rates", false, "also record vigil_slo_events:rate per group")
+	fs.BoolVar(&cfg.NoSharing, "no-sharing", false, "evaluate every health rule as written instead of their shared subexpressions once per cycle")
 	memLimit := fs.String("memory-limit", "auto", "Go soft memory limit: auto (GOMEMLIMIT, else 90% of a cgroup memory limit, else none), off, or a size such as 5GiB (docs/slo.md)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil {
