@@ -127,6 +127,8 @@ func adminError(resp kmsg.Response) error {
 				add(pr.ErrorCode, pr.ErrorMessage)
 			}
 		}
+	case *kmsg.ListPartitionReassignmentsResponse:
+		add(r.ErrorCode, r.ErrorMessage)
 	case *kmsg.OffsetCommitResponse:
 		for _, t := range r.Topics {
 			for _, pr := range t.Partitions {
@@ -168,4 +170,38 @@ func withMessage(err error, msg *string) error {
 		return err
 	}
 	return fmt.Errorf("%w: %s", err, *msg)
+}
+
+// reassigning returns the partitions of topic (of n) with a reassignment
+// in progress. A cluster that cannot say (an old broker, an error) has
+// none: the layout is then re-asserted as before.
+func (p *Prober) reassigning(ctx context.Context, topic string, n int) map[int32]bool {
+	req := kmsg.NewPtrListPartitionReassignmentsRequest()
+	req.TimeoutMillis = int32(p.cfg.Timeout.Milliseconds())
+	rt := kmsg.NewListPartitionReassignmentsRequestTopic()
+	rt.Topic = topic
+	for i := range n {
+		rt.Partitions = append(rt.Partitions, int32(i))
+	}
+	req.Topics = append(req.Topics, rt)
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	resp, err := p.admin.Request(rctx, req)
+	if err == nil {
+		err = adminError(resp)
+	}
+	if err != nil {
+		p.log.Debug("probe: listing the probe topic's reassignments", "topic", topic, "err", err)
+		return nil
+	}
+	out := map[int32]bool{}
+	for _, t := range resp.(*kmsg.ListPartitionReassignmentsResponse).Topics {
+		if t.Topic != topic {
+			continue
+		}
+		for _, part := range t.Partitions {
+			out[part.Partition] = true
+		}
+	}
+	return out
 }

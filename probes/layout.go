@@ -36,6 +36,11 @@ type layoutInput struct {
 	Partitions []partitionState
 	// Intent is the previous plan's intent (partition → broker).
 	Intent map[int32]int32
+	// Reassigning are the partitions someone (an operator, the
+	// mitigator's replacement of a broker) is reassigning: their replicas
+	// and leaders are left alone until that completes, since a new
+	// reassignment would cancel the other one.
+	Reassigning map[int32]bool
 }
 
 // layoutPlan is what to do.
@@ -134,7 +139,7 @@ func planLayout(in layoutInput) layoutPlan {
 	// alone (no moves during an outage), apart from the election.
 	for p, ps := range in.Partitions {
 		b, ok := plan.Intent[int32(p)]
-		if !ok || !live[b] {
+		if !ok || !live[b] || in.Reassigning[int32(p)] {
 			continue
 		}
 		if want := wantReplicas(b, ps.Replicas, in.Live, live, rf); !slices.Equal(want, ps.Replicas) {

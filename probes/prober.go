@@ -328,6 +328,12 @@ func (p *Prober) reconcile(ctx context.Context, c *cell, live []BrokerInfo, mt *
 		return
 	}
 	plan := planLayout(in)
+	if len(plan.Reassign) > 0 || len(plan.Elect) > 0 {
+		// Before moving anything, leave alone what others are moving.
+		if in.Reassigning = p.reassigning(ctx, c.topic, len(in.Partitions)); len(in.Reassigning) > 0 {
+			plan = planLayout(in)
+		}
+	}
 	c.partitions = len(in.Partitions)
 	if plan.changes() && time.Since(c.lastChange) >= p.cfg.LayoutInterval {
 		c.lastChange = time.Now()
