@@ -110,6 +110,9 @@
 //	bytes_moved        = produced bytes + consumed bytes in the measured phase
 //	cpu_seconds_per_gb = cpu_seconds / (bytes_moved / 10^9)
 //
+// The group benchmark moves no payload: it reports the broker's CPU seconds
+// over the whole run (joins, rebalances and commits) and no per-GB figure.
+//
 // so in e2e mode a byte written and read once counts twice. The end sample
 // is taken after the last acknowledgement (produce) or the end of the drain
 // (e2e), so it includes the broker's work on in-flight data. With neither

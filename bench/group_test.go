@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,9 @@ func TestGroup(t *testing.T) {
 		t.Run(balancer, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
+			// The broker runs in this process: --broker-pid is this one.
 			res, err := Group(ctx, Config{Brokers: []string{addr}, Topic: "group-" + balancer, Partitions: 4,
-				Consumers: 3, Balancer: balancer, Commits: 20})
+				Consumers: 3, Balancer: balancer, Commits: 20, BrokerPID: os.Getpid()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -32,7 +34,10 @@ func TestGroup(t *testing.T) {
 			}
 			var sb strings.Builder
 			res.WriteText(&sb)
-			if !strings.Contains(sb.String(), "commit latency ms: p50") {
+			if c := res.BrokerCPU; c == nil || c.CPUSeconds <= 0 || c.BytesMoved != 0 {
+				t.Fatalf("broker CPU with --broker-pid: %+v (warnings %q)", c, res.Warnings)
+			}
+			if !strings.Contains(sb.String(), "commit latency ms: p50") || !strings.Contains(sb.String(), "broker CPU") {
 				t.Fatalf("text output:\n%s", sb.String())
 			}
 		})

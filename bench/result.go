@@ -266,9 +266,11 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  commit errors %d, first: %s\n", g.Errors, g.FirstError)
 		}
 	}
-	if c := r.BrokerCPU; c != nil {
+	if c := r.BrokerCPU; c != nil && c.BytesMoved > 0 {
 		fmt.Fprintf(w, "  broker CPU %.2fs for %s MB moved: %.2f CPU-seconds/GB (%s)\n",
 			c.CPUSeconds, num(float64(c.BytesMoved)/1e6), c.CPUSecondsPerGB, c.Source)
+	} else if c != nil {
+		fmt.Fprintf(w, "  broker CPU %.2fs over the run (%s)\n", c.CPUSeconds, c.Source)
 	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)
