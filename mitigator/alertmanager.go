@@ -114,8 +114,7 @@ type AlertmanagerReceiver struct {
 	mu    sync.Mutex
 	// active by alert identity (fingerprint, or the signal id).
 	active  map[string]amEntry
-	subs    map[int]chan slo.Update
-	nextSub int
+	updates slo.Fanout
 }
 
 type amEntry struct {
@@ -134,7 +133,7 @@ func NewAlertmanagerReceiver(ttl time.Duration, clock func() time.Time) *Alertma
 	if clock == nil {
 		clock = time.Now
 	}
-	return &AlertmanagerReceiver{ttl: ttl, clock: clock, active: map[string]amEntry{}, subs: map[int]chan slo.Update{}}
+	return &AlertmanagerReceiver{ttl: ttl, clock: clock, active: map[string]amEntry{}}
 }
 
 // Receive applies a webhook and returns how many alerts fire and resolve.
@@ -158,21 +157,7 @@ func (r *AlertmanagerReceiver) Receive(w *AlertmanagerWebhook) (firing, resolved
 		r.active[key] = amEntry{sig: s, seen: now}
 		firing++
 	}
-	u := slo.Update{At: now, Signals: r.signalsLocked(now)}
-	for _, ch := range r.subs {
-		select {
-		case ch <- u:
-		default:
-			select {
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- u:
-			default:
-			}
-		}
-	}
+	r.updates.Publish(slo.Update{At: now, Signals: r.signalsLocked(now)})
 	r.mu.Unlock()
 	return firing, resolved, nil
 }
@@ -201,21 +186,5 @@ func (r *AlertmanagerReceiver) Signals() []slo.Signal {
 
 // Subscribe implements slo.SignalSource: an Update after every webhook.
 func (r *AlertmanagerReceiver) Subscribe(buffer int) (<-chan slo.Update, func()) {
-	if buffer < 1 {
-		buffer = 1
-	}
-	ch := make(chan slo.Update, buffer)
-	r.mu.Lock()
-	id := r.nextSub
-	r.nextSub++
-	r.subs[id] = ch
-	r.mu.Unlock()
-	return ch, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if c, ok := r.subs[id]; ok {
-			delete(r.subs, id)
-			close(c)
-		}
-	}
+	return r.updates.Subscribe(buffer)
 }

@@ -109,8 +109,7 @@ type Engine struct {
 	rollups  map[string]*RollupStatus
 	signals  []Signal
 	lastAt   time.Time
-	subs     map[int]chan Update
-	nextSub  int
+	updates  Fanout
 }
 
 // New validates cfg and returns an engine.
@@ -151,7 +150,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.RecordWindows == nil {
 		cfg.RecordWindows = []time.Duration{time.Hour}
 	}
-	e := &Engine{cfg: cfg, statuses: map[string]*Status{}, rollups: map[string]*RollupStatus{}, subs: map[int]chan Update{}}
+	e := &Engine{cfg: cfg, statuses: map[string]*Status{}, rollups: map[string]*RollupStatus{}}
 	for i := range cfg.Spec.SLOs {
 		c, err := compile(&cfg.Spec.SLOs[i], cfg.Step, cfg.Windows)
 		if err != nil {

@@ -175,3 +175,27 @@ func TestFactorShared(t *testing.T) {
 		}
 	}
 }
+
+// A slow subscriber loses its oldest updates, never the newest; the
+// publisher never blocks; cancel closes the channel.
+func TestFanoutKeepsTheNewest(t *testing.T) {
+	var f Fanout
+	ch, cancel := f.Subscribe(2)
+	other, cancelOther := f.Subscribe(0)
+	defer cancelOther()
+	for i := 1; i <= 5; i++ {
+		f.Publish(Update{At: time.UnixMilli(int64(i))})
+	}
+	if a, b := (<-ch).At.UnixMilli(), (<-ch).At.UnixMilli(); a != 4 || b != 5 {
+		t.Fatalf("buffer of 2 kept updates %d and %d, want 4 and 5", a, b)
+	}
+	if u := <-other; u.At.UnixMilli() != 5 {
+		t.Fatalf("buffer of 1 kept update %d, want 5", u.At.UnixMilli())
+	}
+	cancel()
+	if _, ok := <-ch; ok {
+		t.Fatal("the channel is open after cancel")
+	}
+	f.Publish(Update{}) // to the remaining subscriber only
+	cancel()            // twice is harmless
+}

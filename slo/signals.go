@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -82,22 +83,57 @@ func (e *Engine) LastEvaluation() time.Time {
 }
 
 // Subscribe implements SignalSource.
-func (e *Engine) Subscribe(buffer int) (<-chan Update, func()) {
-	if buffer < 1 {
-		buffer = 1
+func (e *Engine) Subscribe(buffer int) (<-chan Update, func()) { return e.updates.Subscribe(buffer) }
+
+// Fanout hands Updates to subscribers without ever blocking the publisher:
+// a subscriber whose buffer is full loses its oldest update, never the
+// newest (each holds every active signal). The zero value is ready; a
+// SignalSource embeds one for its Subscribe.
+type Fanout struct {
+	mu   sync.Mutex
+	subs map[int]chan Update
+	next int
+}
+
+// Subscribe implements SignalSource's Subscribe.
+func (f *Fanout) Subscribe(buffer int) (<-chan Update, func()) {
+	ch := make(chan Update, max(buffer, 1))
+	f.mu.Lock()
+	if f.subs == nil {
+		f.subs = map[int]chan Update{}
 	}
-	ch := make(chan Update, buffer)
-	e.mu.Lock()
-	id := e.nextSub
-	e.nextSub++
-	e.subs[id] = ch
-	e.mu.Unlock()
+	id := f.next
+	f.next++
+	f.subs[id] = ch
+	f.mu.Unlock()
 	return ch, func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if c, ok := e.subs[id]; ok {
-			delete(e.subs, id)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if c, ok := f.subs[id]; ok {
+			delete(f.subs, id)
 			close(c)
+		}
+	}
+}
+
+// Publish hands u to every subscriber. Publishers that need their updates
+// in order publish under their own lock.
+func (f *Fanout) Publish(u Update) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ch := range f.subs {
+		for {
+			select {
+			case ch <- u:
+			default:
+				// Full: drop the oldest, keep the newest.
+				select {
+				case <-ch:
+				default:
+				}
+				continue
+			}
+			break
 		}
 	}
 }
@@ -128,21 +164,7 @@ func (e *Engine) publish(at time.Time, statuses []*Status, signals []Signal) {
 		}
 	}
 	e.signals, e.lastAt = signals, at
-	for _, ch := range e.subs {
-		for {
-			select {
-			case ch <- u:
-			default:
-				// Full: drop the oldest, keep the newest.
-				select {
-				case <-ch:
-				default:
-				}
-				continue
-			}
-			break
-		}
-	}
+	e.updates.Publish(u)
 }
 
 func signalID(name string, l map[string]string) string {
