@@ -143,6 +143,18 @@ func (m *Mitigator) advanceReplace(ctx context.Context, d *Decision, view *View)
 		view = v
 	}
 	if d.Phase == "reassign" {
+		// A provisioned broker registers and is unfenced by its first
+		// heartbeat, perhaps after Provision returned: replicas can only
+		// go to it then.
+		if nb, ok := view.Brokers[d.NewBroker]; !ok || nb.State != controller.BrokerRegistered {
+			if m.cfg.Clock().Sub(d.At) > m.cfg.ProvisionTimeout {
+				fail("reassign", fmt.Errorf("new broker %d has not joined the cluster %s after the replacement began; look at its log", d.NewBroker, m.cfg.ProvisionTimeout))
+				return
+			}
+			set("reassign", "planned", fmt.Sprintf("waiting for new broker %d to join the cluster", d.NewBroker))
+			d.Outcome = OutExecuting
+			return
+		}
 		// One controller command marks the old broker decommissioning (no
 		// new replica may go to it: a probe re-asserting its topic's
 		// layout, an operator's reassignment or new topics cannot put one

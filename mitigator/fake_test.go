@@ -238,15 +238,21 @@ type fakeProv struct {
 	ctrl  *fakeCtrl
 	mu    sync.Mutex
 	calls []string
+	// state is what a new broker starts as (default registered).
+	state controller.BrokerState
 }
 
 func (p *fakeProv) Provision(ctx context.Context, cell, rack string) (int32, error) {
 	p.ctrl.mu.Lock()
 	defer p.ctrl.mu.Unlock()
 	id := int32(len(p.ctrl.img.Brokers))
-	p.ctrl.img.Brokers[id] = &controller.Broker{ID: id, Cell: cell, Rack: rack, State: controller.BrokerRegistered}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	state := p.state
+	if state == "" {
+		state = controller.BrokerRegistered
+	}
+	p.ctrl.img.Brokers[id] = &controller.Broker{ID: id, Cell: cell, Rack: rack, State: state}
 	p.calls = append(p.calls, fmt.Sprintf("provision %s %s -> %d", cell, rack, id))
 	return id, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/controller"
 	"github.com/vigilhq/vigil/internal/vigiltest"
 )
 
@@ -472,6 +473,31 @@ func TestReplaceBrokerDown(t *testing.T) {
 	if _, err := h.m.Undo(context.Background(), h.m.Decisions()[1].ID); err == nil || !strings.Contains(err.Error(), "cannot be undone") {
 		t.Fatalf("undo replace: %v", err)
 	}
+}
+
+// A new broker that has not joined yet (fenced until its first heartbeat)
+// gets no replicas: the replacement waits for it, then goes on.
+func TestReplaceWaitsForTheNewBroker(t *testing.T) {
+	fc := newFakeCtrl(3, 3, 1)
+	h := newHarness(t, fc, true, func(c *Config) { c.ReplaceAfter = time.Minute })
+	h.prov.state = controller.BrokerFenced
+	fc.img.Brokers[1].State = "fenced"
+	h.at(0)
+	h.at(61 * sec)
+	h.at(sec)
+	d := h.m.Decisions()[1]
+	if d.Phase != "reassign" || !d.Open || d.Outcome != OutExecuting || !strings.Contains(d.Steps[1].Detail, "waiting for new broker 3") {
+		t.Fatalf("replacement before the new broker joined: %+v", d)
+	}
+	h.wantCalls()
+	fc.mu.Lock()
+	fc.img.Brokers[3].State = controller.BrokerRegistered
+	fc.mu.Unlock()
+	h.at(sec)
+	h.at(sec)
+	// (Broker 3, fenced meanwhile, was recorded as down.)
+	h.wantDecisions("record recorded 1", "replace done 1", "record recorded 3")
+	h.wantCalls("decommission 1 to 3")
 }
 
 // Without a cluster view, mitigations are refused with the reason.
