@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
-
-	"github.com/prometheus/common/model"
 
 	"github.com/vigilhq/vigil/bench"
 	"github.com/vigilhq/vigil/slo"
@@ -50,13 +47,11 @@ func benchSLO(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "all":
 		cfg.RecordAllWindows = true
 	default:
-		for _, w := range strings.Split(*recWindows, ",") {
-			d, err := model.ParseDuration(strings.TrimSpace(w))
-			if err != nil {
-				return fmt.Errorf("--record-windows: %w", err)
-			}
-			cfg.RecordWindows = append(cfg.RecordWindows, time.Duration(d))
+		ws, err := parseWindows(strings.Split(*recWindows, ","))
+		if err != nil {
+			return fmt.Errorf("--record-windows: %w", err)
 		}
+		cfg.RecordWindows = ws
 	}
 	limit, how, err := applyMemoryLimit(*memLimit)
 	if err != nil {

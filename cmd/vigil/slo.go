@@ -356,13 +356,11 @@ func runObserver(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		*p.dst = time.Duration(d)
 	}
-	for _, w := range f.RecordWindows {
-		d, err := model.ParseDuration(w)
-		if err != nil {
-			return fmt.Errorf("record_windows: %w", err)
-		}
-		cfg.RecordWindows = append(cfg.RecordWindows, time.Duration(d))
+	ws, err := parseWindows(f.RecordWindows)
+	if err != nil {
+		return fmt.Errorf("record_windows: %w", err)
 	}
+	cfg.RecordWindows = ws
 	cfg.RecordStepRates = f.RecordStepRates
 	if *step > 0 {
 		cfg.Step = *step
@@ -482,3 +480,16 @@ const (
 	devScrapeInterval = time.Second
 	devEvalInterval   = time.Second
 )
+
+// parseWindows parses Prometheus durations (1h, 30m, 28d); nil for none.
+func parseWindows(ws []string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, w := range ws {
+		d, err := model.ParseDuration(strings.TrimSpace(w))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, time.Duration(d))
+	}
+	return out, nil
+}
