@@ -569,3 +569,16 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 func near(a, b float64) bool {
 	return math.Abs(a-b) <= 0.5*math.Max(math.Abs(a), math.Abs(b))+3
 }
+
+func TestParseWindows(t *testing.T) {
+	got, err := parseWindows([]string{"1h", " 30m", "28d"})
+	if err != nil || fmt.Sprint(got) != fmt.Sprint([]time.Duration{time.Hour, 30 * time.Minute, 28 * 24 * time.Hour}) {
+		t.Fatalf("%v %v", got, err)
+	}
+	if _, err := parseWindows([]string{"1h", "soon"}); err == nil {
+		t.Fatal("a bad window parsed")
+	}
+	if got, err := parseWindows(nil); got != nil || err != nil {
+		t.Fatalf("none: %v %v", got, err)
+	}
+}
