@@ -113,6 +113,7 @@ func (l *Log) Append(records []byte, leaderEpoch int32) (AppendInfo, error) {
 		p += h.Size()
 	}
 	seg.size.Store(pos0 + int64(len(records)))
+	seg.appended(pos0, pos0+int64(len(records)))
 	seg.next.Store(next)
 	if seg.firstAppendMs < 0 {
 		seg.firstAppendMs = nowMs

@@ -398,6 +398,7 @@ func (l *Log) loadSegment(s *segment, end int64, files *segmentFiles, cfg *Confi
 		}
 		s.size.Store(res.validSize)
 	}
+	s.verified.Store(res.validSize) // every batch was checked
 	s.next.Store(res.next)
 	return s.finish()
 }
@@ -517,6 +518,7 @@ func (l *Log) recoverLastSegment(s *segment, cfg *Config, nowMs int64) ([]epochE
 		}
 	}
 	s.size.Store(res.validSize)
+	s.verified.Store(res.validSize) // every batch was checked
 	s.next.Store(res.next)
 	if any {
 		// segment.ms counts from the first append; after a restart the

@@ -514,3 +514,77 @@ func TestReadNeverServesDamagedBatch(t *testing.T) {
 		t.Fatalf("read after the damaged batch: %v", err)
 	}
 }
+
+// TestReadChecksWhatThisProcessHasNot follows the bytes a log has checked
+// (segment.verified): an older segment opened with sound indexes is
+// unchecked until a read from its start checks it; a read in its middle
+// checks that part without extending the checked prefix; the last segment
+// is checked by recovery; appends extend the prefix and a truncation keeps
+// only what is left of it. A damaged batch past the checked prefix is still
+// refused.
+func TestReadChecksWhatThisProcessHasNot(t *testing.T) {
+	cfg := smallConfig()
+	l := openTest(t, cfg)
+	for i := range 12 {
+		l.mustAppend(sizedBatch(t, 1, 1000, t0+int64(i))) // three per segment
+	}
+	for _, s := range l.segments() {
+		if v, n := s.verified.Load(), s.size.Load(); v != n {
+			t.Fatalf("segment %d: %d of %d bytes checked after appends", s.base, v, n)
+		}
+	}
+	l.Close()
+	first := filepath.Join(l.dir, offsetName(0)+logSuffix)
+	data, _ := os.ReadFile(first)
+	h := parseHeader(data)
+	batch := h.Size()
+	data[2*batch+500] ^= 1 // the third batch (offset 2)
+	os.WriteFile(first, data, 0o644)
+
+	l2 := openAt(t, l.dir, cfg, l.clock, nil)
+	segs := l2.segments()
+	if v := segs[0].verified.Load(); v != 0 {
+		t.Fatalf("an older segment opened with %d bytes checked", v)
+	}
+	last := segs[len(segs)-1]
+	if v, n := last.verified.Load(), last.size.Load(); v != n {
+		t.Fatalf("last segment: recovery checked %d of %d bytes", v, n)
+	}
+	// The middle of the first segment: checked, but not a prefix.
+	if _, err := l2.Read(nil, 1, batch, l2.EndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	if v := segs[0].verified.Load(); v != 0 {
+		t.Fatalf("a read from offset 1 extended the checked prefix to %d", v)
+	}
+	// From the start: the good batches are served and checked, the damaged
+	// one is not served.
+	info, err := l2.Read(nil, 0, 1<<20, l2.EndOffset())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs := batches(t, info.Records); len(hs) != 2 {
+		t.Fatalf("read from the start returned %d batches, want the 2 before the damage", len(hs))
+	}
+	if v := segs[0].verified.Load(); v != int64(2*batch) {
+		t.Fatalf("checked prefix %d after reading two batches of %d bytes", v, batch)
+	}
+	_, err = l2.Read(nil, 2, 1<<20, l2.EndOffset())
+	wantKerr(t, err, kerr.CorruptMessage)
+
+	// Appends extend the last segment's checked prefix; a truncation keeps
+	// what is left of it.
+	l2.mustAppend(sizedBatch(t, 1, 1000, t0+20))
+	last = l2.active()
+	if v, n := last.verified.Load(), last.size.Load(); v != n {
+		t.Fatalf("after an append %d of %d bytes checked", v, n)
+	}
+	if err := l2.TruncateTo(l2.EndOffset() - 2); err != nil {
+		t.Fatal(err)
+	}
+	segs = l2.segments()
+	last = segs[findSegment(segs, l2.EndOffset()-1)]
+	if v, n := last.verified.Load(), last.size.Load(); v != n || n == 0 {
+		t.Fatalf("after a truncation %d of %d bytes checked", v, n)
+	}
+}

@@ -112,6 +112,7 @@ func (l *Log) AppendAsFollower(records []byte) (AppendInfo, error) {
 		p += h.Size()
 	}
 	seg.size.Store(pos0 + int64(len(records)))
+	seg.appended(pos0, pos0+int64(len(records)))
 	seg.next.Store(v.last + 1)
 	if seg.firstAppendMs < 0 {
 		seg.firstAppendMs = nowMs

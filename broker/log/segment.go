@@ -30,10 +30,15 @@ type segment struct {
 	logger *slog.Logger
 	f      File
 
-	size    atomic.Int64 // bytes of whole, valid batches
-	next    atomic.Int64 // offset after the last batch (base when empty)
-	offsets appendOnly[offsetEntry]
-	times   appendOnly[timeEntry]
+	size atomic.Int64 // bytes of whole, valid batches
+	// verified is how many bytes from the start of the file this process
+	// has checked (CRC-32C included) since it opened the segment: appended
+	// after validation, scanned by recovery or read with a check. Reads
+	// skip the CRC check below it (see Read).
+	verified atomic.Int64
+	next     atomic.Int64 // offset after the last batch (base when empty)
+	offsets  appendOnly[offsetEntry]
+	times    appendOnly[timeEntry]
 
 	statMu   sync.Mutex
 	maxTs    int64 // largest batch max timestamp; -1 when none
@@ -83,6 +88,26 @@ func createSegment(fsys FS, dir string, base int64, logger *slog.Logger) (*segme
 		}
 	}
 	return s, nil
+}
+
+// appended extends verified over bytes just appended at pos, if it
+// reached pos: appends are validated before they are written.
+func (s *segment) appended(pos, end int64) {
+	s.verified.CompareAndSwap(pos, end)
+}
+
+// checked extends verified to end after a read checked the bytes from pos,
+// if verified reached pos.
+func (s *segment) checked(pos, end int64) {
+	for {
+		v := s.verified.Load()
+		if v < pos || v >= end {
+			return
+		}
+		if s.verified.CompareAndSwap(v, end) {
+			return
+		}
+	}
 }
 
 // acquire takes a reader's reference; it fails once the segment is closed.
