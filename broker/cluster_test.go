@@ -536,3 +536,51 @@ func TestPipelinedAcksAll(t *testing.T) {
 		}
 	}
 }
+
+// TestAcksAllTimesOut: an acks=all produce whose records the follower does
+// not fetch is answered with REQUEST_TIMED_OUT for every partition once
+// the request's timeout passes (the partitions share one timer), and the
+// connection goes on serving.
+func TestAcksAllTimesOut(t *testing.T) {
+	c := startCluster(t, 2, staging, func(cfg *Config) { cfg.ReplicaLagTimeMax = 5 * time.Minute })
+	adm := kadm.NewClient(c.client())
+	if _, err := adm.CreateTopic(testCtx(t), 4, 2, nil, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReplicasEqual("slow")
+	var led []int32 // partitions led by broker 0
+	for i := 0; i < 4; i++ {
+		if c.partitionState("slow", i).Leader == 0 {
+			led = append(led, int32(i))
+		}
+	}
+	if len(led) < 2 {
+		t.Fatalf("broker 0 leads partitions %v; want two (leaders are balanced)", led)
+	}
+	if err := c.brokers[1].SetFaults(Faults{Network: []NetworkFault{{Peer: "replication", Direction: "both", Mode: "blackhole"}}}); err != nil {
+		t.Fatal(err)
+	}
+	req := produceReq("slow", led[0], makeBatch(-1, -1, -1, 1, []byte("a")))
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = led[1], makeBatch(-1, -1, -1, 1, []byte("b"))
+	req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+	req.TimeoutMillis = 300
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.SetVersion(req.Version)
+	raw := dialRaw(t, c.brokers[0])
+	raw.roundTrip(req, resp)
+	for _, p := range resp.Topics[0].Partitions {
+		if p.ErrorCode != kerr.RequestTimedOut.Code {
+			t.Errorf("partition %d: error %v, want REQUEST_TIMED_OUT", p.Partition, kerr.ErrorForCode(p.ErrorCode))
+		}
+	}
+	// The connection still serves: an acks=1 produce is answered.
+	req = produceReq("slow", led[0], makeBatch(-1, -1, -1, 1, []byte("c")))
+	req.Acks = 1
+	resp = req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.SetVersion(req.Version)
+	raw.roundTrip(req, resp)
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+		t.Fatalf("acks=1 produce after the timeout: %v", kerr.ErrorForCode(code))
+	}
+}
