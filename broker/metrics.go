@@ -36,10 +36,10 @@ func newRegistry(nodeID int32) (*prometheus.Registry, prometheus.Registerer, *st
 // registerCollectors adds the metrics computed from the broker's state at
 // scrape time, and its event counters.
 func (b *Broker) registerCollectors(reg prometheus.Registerer) {
-	b.isrShrinks = counter(mISRShrinks)
-	b.isrExpands = counter(mISRExpands)
-	b.throttledBytes = counter(mThrottledBytes)
-	b.throttledReads = counter(mThrottledReads)
+	b.isrShrinks = mISRShrinks.Counter()
+	b.isrExpands = mISRExpands.Counter()
+	b.throttledBytes = mThrottledBytes.Counter()
+	b.throttledReads = mThrottledReads.Counter()
 	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.throttledBytes, b.throttledReads, b.faults, b.telemetry)
 	if b.cfg.RequestMetrics {
 		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics)

@@ -140,36 +140,25 @@ type apiSeries struct {
 // topic may be silent before its series go.
 const labelsIdleWindows = 10
 
-func histogramVec(d *catalogue.Def, buckets []float64) *prometheus.HistogramVec {
-	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: d.Name, Help: d.Help, Buckets: buckets,
-		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 100,
-	}, d.Labels)
-}
-
-func counterVec(d *catalogue.Def) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: d.Name, Help: d.Help}, d.Labels)
-}
-
 func newRequestMetrics(reg prometheus.Registerer, maxClients, maxTopics int) *requestMetrics {
 	m := &requestMetrics{
-		duration:        histogramVec(mRequestDuration, requestBuckets),
-		stage:           histogramVec(mRequestStage, requestBuckets),
-		reqSize:         histogramVec(mRequestSize, sizeBuckets),
-		respSize:        histogramVec(mResponseSize, sizeBuckets),
-		errors:          counterVec(mRequestErrors),
-		clientDuration:  histogramVec(mClientDuration, requestBuckets),
-		clientErrors:    counterVec(mClientErrors),
-		clientReceived:  counterVec(mClientReceived),
-		clientSent:      counterVec(mClientSent),
-		producedBytes:   counterVec(mTopicProducedBytes),
-		producedRecords: counterVec(mTopicProducedRecords),
-		fetchedBytes:    counterVec(mTopicFetchedBytes),
-		fetchedRecords:  counterVec(mTopicFetchedRecords),
+		duration:        mRequestDuration.HistogramVec(requestBuckets),
+		stage:           mRequestStage.HistogramVec(requestBuckets),
+		reqSize:         mRequestSize.HistogramVec(sizeBuckets),
+		respSize:        mResponseSize.HistogramVec(sizeBuckets),
+		errors:          mRequestErrors.CounterVec(),
+		clientDuration:  mClientDuration.HistogramVec(requestBuckets),
+		clientErrors:    mClientErrors.CounterVec(),
+		clientReceived:  mClientReceived.CounterVec(),
+		clientSent:      mClientSent.CounterVec(),
+		producedBytes:   mTopicProducedBytes.CounterVec(),
+		producedRecords: mTopicProducedRecords.CounterVec(),
+		fetchedBytes:    mTopicFetchedBytes.CounterVec(),
+		fetchedRecords:  mTopicFetchedRecords.CounterVec(),
 	}
 	conns := prometheus.Labels{"listener": listenerName}
-	created := counterVec(mConnCreated)
-	closed := counterVec(mConnClosed)
+	created := mConnCreated.CounterVec()
+	closed := mConnClosed.CounterVec()
 	m.connCreated, m.connClosed = created.With(conns), closed.With(conns)
 	gauges := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: mConnActive.Name, Help: mConnActive.Help}, mConnActive.Labels)
 	m.connActive = gauges.With(conns)

@@ -51,28 +51,15 @@ type storageMetrics struct {
 	ioErrors                     *prometheus.CounterVec
 }
 
-// histogram builds a histogram from its declaration, with classic buckets
-// and a native (sparse) histogram as well.
-func histogram(d *catalogue.Def, buckets []float64) prometheus.Histogram {
-	return prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: d.Name, Help: d.Help, Buckets: buckets,
-		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 100,
-	})
-}
-
-func counter(d *catalogue.Def) prometheus.Counter {
-	return prometheus.NewCounter(prometheus.CounterOpts{Name: d.Name, Help: d.Help})
-}
-
 func newStorageMetrics(reg prometheus.Registerer) *storageMetrics {
 	m := &storageMetrics{
-		write:        histogram(mStorageWrite, storageBuckets),
-		fsync:        histogram(mStorageFsync, storageBuckets),
-		append:       histogram(mStorageAppend, storageBuckets),
-		canary:       histogram(mCanary, storageBuckets),
-		rolls:        counter(mStorageRolls),
-		deletes:      counter(mStorageDeletes),
-		canaryErrors: counter(mCanaryErrors),
+		write:        mStorageWrite.Histogram(storageBuckets),
+		fsync:        mStorageFsync.Histogram(storageBuckets),
+		append:       mStorageAppend.Histogram(storageBuckets),
+		canary:       mCanary.Histogram(storageBuckets),
+		rolls:        mStorageRolls.Counter(),
+		deletes:      mStorageDeletes.Counter(),
+		canaryErrors: mCanaryErrors.Counter(),
 		ioErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: mStorageErrors.Name, Help: mStorageErrors.Help}, mStorageErrors.Labels),
 	}
 	reg.MustRegister(m.write, m.fsync, m.append, m.canary, m.rolls, m.deletes, m.canaryErrors, m.ioErrors)

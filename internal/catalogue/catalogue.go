@@ -133,13 +133,28 @@ const (
 	NativeHistogramMaxBucketNumber = 100
 )
 
-// HistogramVec builds a histogram family from a declaration, with classic
-// buckets and a native (sparse) histogram as well.
-func (d *Def) HistogramVec(buckets []float64) *prometheus.HistogramVec {
-	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+// histogramOpts are the options of every histogram: classic buckets and a
+// native (sparse) histogram as well.
+func (d *Def) histogramOpts(buckets []float64) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{
 		Name: d.Name, Help: d.Help, Buckets: buckets,
 		NativeHistogramBucketFactor: NativeHistogramBucketFactor, NativeHistogramMaxBucketNumber: NativeHistogramMaxBucketNumber,
-	}, d.Labels)
+	}
+}
+
+// HistogramVec builds a histogram family from a declaration.
+func (d *Def) HistogramVec(buckets []float64) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(d.histogramOpts(buckets), d.Labels)
+}
+
+// Histogram builds the histogram of a declaration without labels.
+func (d *Def) Histogram(buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(d.histogramOpts(buckets))
+}
+
+// Counter builds the counter of a declaration without labels.
+func (d *Def) Counter() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: d.Name, Help: d.Help})
 }
 
 // CounterVec builds a counter family from a declaration.
