@@ -407,6 +407,9 @@ type faultFS struct {
 	writes       atomic.Int64
 	readBytes    atomic.Int64 // bytes returned by ReadAt
 	readCalls    atomic.Int64 // calls of ReadAt
+	// holdSync, if set before the log opens, runs before every Sync with
+	// the file's name (a test blocks in it).
+	holdSync func(name string)
 }
 
 var errInjected = errors.New("injected I/O error")
@@ -418,7 +421,7 @@ func (f *faultFS) OpenFile(name string, flag int, perm uint32) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &faultFile{File: file, fs: f}, nil
+	return &faultFile{File: file, fs: f, name: name}, nil
 }
 
 func (f *faultFS) Rename(a, b string) error {
@@ -430,7 +433,8 @@ func (f *faultFS) Rename(a, b string) error {
 
 type faultFile struct {
 	File
-	fs *faultFS
+	fs   *faultFS
+	name string
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {
@@ -452,6 +456,9 @@ func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *faultFile) Sync() error {
+	if f.fs.holdSync != nil {
+		f.fs.holdSync(f.name)
+	}
 	if f.fs.failSync.Load() {
 		return errInjected
 	}

@@ -58,7 +58,8 @@ type Log struct {
 	hw          atomic.Int64                            // the high watermark as set; HighWatermark raises it to the log start
 	hwMu        sync.Mutex                              // orders SetHighWatermark with truncations, which lower end and hw together
 	hwUsed      atomic.Bool                             // the high watermark was set, or recovered from its checkpoint
-	hwWritten   int64                                   // under mu: the high watermark in the checkpoint file
+	hwWritten   int64                                   // under ckptMu: the high watermark in the checkpoint file
+	ckptMu      sync.Mutex                              // serialises high watermark checkpoint writes (see writeHighWatermark)
 	truncating  atomic.Int32                            // truncations waiting for cleaning to pause
 	cleanCancel atomic.Pointer[context.CancelCauseFunc] // cancels the cleaning in progress
 }
@@ -208,7 +209,7 @@ func (l *Log) Flush() error {
 	if err := l.flushLocked(); err != nil {
 		return err
 	}
-	return l.writeHighWatermarkLocked()
+	return l.writeHighWatermark()
 }
 
 // flushLocked fsyncs the active segment; rolled segments were fsynced when
@@ -259,7 +260,9 @@ func (l *Log) closeLocked(flush bool) (bool, error) {
 	if err = l.Offline(); err == nil && flush {
 		err = l.flushAllLocked()
 	}
+	l.ckptMu.Lock() // a checkpoint written outside mu ends before
 	l.closed.Store(true)
+	l.ckptMu.Unlock()
 	segs := l.segments()
 	empty := []*segment{}
 	l.segs.Store(&empty)
@@ -285,7 +288,7 @@ func (l *Log) flushAllLocked() error {
 	if err := l.writeSnapshotLocked(l.end.Load()); err != nil {
 		return err
 	}
-	return l.writeHighWatermarkLocked()
+	return l.writeHighWatermark()
 }
 
 // Delete closes the log and removes its directory. A failure to flush on

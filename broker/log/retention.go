@@ -23,6 +23,13 @@ import (
 // start offset to the first remaining segment's base offset. It returns the
 // number of segments deleted.
 func (l *Log) Maintain() (deleted int, err error) {
+	if deleted, err = l.maintainLocked(); err != nil {
+		return deleted, err
+	}
+	return deleted, l.writeHighWatermark()
+}
+
+func (l *Log) maintainLocked() (deleted int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
@@ -74,7 +81,7 @@ func (l *Log) Maintain() (deleted int, err error) {
 			return deleted, err
 		}
 	}
-	return deleted, l.writeHighWatermarkLocked()
+	return deleted, nil
 }
 
 // countDeletable counts the oldest segments, in order, for which del

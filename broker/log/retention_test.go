@@ -3,6 +3,8 @@ package log
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -253,5 +255,55 @@ func TestDeletedSegmentOutlivesReaders(t *testing.T) {
 	first.release()
 	if _, err := os.Stat(deleted); !os.IsNotExist(err) {
 		t.Fatal("the deleted segment's file is still there after the last reader")
+	}
+}
+
+// TestHighWatermarkCheckpointDoesNotBlockAppends: Maintain's checkpoint of
+// the high watermark (two fsyncs) runs without the append lock, so an
+// append goes through while the checkpoint's fsync hangs, and the
+// checkpoint is written once it returns.
+func TestHighWatermarkCheckpointDoesNotBlockAppends(t *testing.T) {
+	fsys := newFaultFS()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	fsys.holdSync = func(name string) {
+		if strings.HasSuffix(name, highWatermarkFile+tmpSuffix) {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+	}
+	l := openAt(t, t.TempDir(), smallConfig(), newClock(t0), fsys)
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the log's Close, which a failure would leave waiting
+	l.mustAppend(sizedBatch(t, 1, 100, t0))
+	l.SetHighWatermark(l.EndOffset())
+	maintained := make(chan error, 1)
+	go func() { _, err := l.Maintain(); maintained <- err }()
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Maintain never wrote the high watermark checkpoint")
+	}
+	appended := make(chan error, 1)
+	go func() { _, err := l.Append(sizedBatch(t, 1, 100, t0), 0); appended <- err }()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an append waited for the high watermark checkpoint's fsync")
+	}
+	unblock()
+	if err := <-maintained; err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(l.dir, highWatermarkFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hw, err := decodeHighWatermark(b); err != nil || hw != 1 {
+		t.Fatalf("checkpoint holds %d (%v), want 1", hw, err)
 	}
 }

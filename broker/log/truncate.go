@@ -404,7 +404,7 @@ func (l *Log) afterTruncationLocked(end int64, full, epochsChanged bool) error {
 		return l.fail("rebuilding the producer state", err)
 	}
 
-	if err := l.writeHighWatermarkLocked(); err != nil {
+	if err := l.writeHighWatermark(); err != nil {
 		return err
 	}
 	if err := syncDir(l.fs, l.dir); err != nil {
