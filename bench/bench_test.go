@@ -60,6 +60,7 @@ func TestProduceThenConsume(t *testing.T) {
 	if c := res.BrokerCPU; c == nil || c.BytesMoved != p.Bytes || c.CPUSeconds < 0 || c.Source != "proc:"+itoa(os.Getpid()) {
 		t.Fatalf("broker CPU: %+v (warnings %v)", c, res.Warnings)
 	}
+	checkHost(t, res)
 
 	// Consume reads everything from the start.
 	cres, err := Consume(ctx, cfg)

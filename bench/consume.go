@@ -324,7 +324,7 @@ func Consume(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("topic %s has no records to consume: fill it first with --produce-first N, or run 'vigil bench produce' against it", cfg.Topic)
 	}
 
-	cpu, err := startCPU(ctx, cfg)
+	meters, err := startMeters(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +338,7 @@ func Consume(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	measureStart := time.Now().Add(cfg.Warmup)
 	if cfg.Warmup > 0 {
-		cpu.rebaseAt(ctx, measureStart)
+		meters.rebaseAt(ctx, measureStart)
 	}
 	cs.start(ctx, measureStart)
 	stopProgress := startProgress(cfg, "consume", nil, cs.progress)
@@ -358,7 +358,7 @@ func Consume(ctx context.Context, cfg Config) (*Result, error) {
 	if reason == stopIdle {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("stopped after %v without records, before reaching the end offsets listed at the start", cfg.DrainTimeout))
 	}
-	cpu.finish(context.WithoutCancel(ctx), res, res.Consume.Bytes)
+	meters.finish(context.WithoutCancel(ctx), res, res.Consume.Bytes)
 	if reason == stopCanceled {
 		return res, ctx.Err()
 	}

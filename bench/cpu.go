@@ -164,10 +164,8 @@ func parsePromCPU(r io.Reader) (float64, error) {
 
 // cpuWindow samples a broker's CPU at the start and end of a measured phase.
 type cpuWindow struct {
-	s       cpuSampler
-	start   float64
-	rebased chan struct{} // closed when the warmup rebase is done
-	err     error         // of the rebase; read after rebased is closed
+	source string
+	w      *window[float64]
 }
 
 // startCPU takes the first sample; an error here stops the run, since it
@@ -177,57 +175,32 @@ func startCPU(ctx context.Context, c Config) (*cpuWindow, error) {
 	if s == nil {
 		return nil, nil
 	}
-	v, err := s.sample(ctx)
+	w, err := newWindow(ctx, s.sample)
 	if err != nil {
 		return nil, err
 	}
-	return &cpuWindow{s: s, start: v}, nil
+	return &cpuWindow{source: s.source(), w: w}, nil
 }
 
 // rebaseAt re-takes the first sample at t (the end of the warmup), in the
 // background.
-func (w *cpuWindow) rebaseAt(ctx context.Context, t time.Time) {
-	if w == nil {
-		return
+func (c *cpuWindow) rebaseAt(ctx context.Context, t time.Time) {
+	if c != nil {
+		c.w.rebaseAt(ctx, t)
 	}
-	w.rebased = make(chan struct{})
-	go func() {
-		defer close(w.rebased)
-		timer := time.NewTimer(time.Until(t))
-		defer timer.Stop()
-		select {
-		case <-ctx.Done():
-			w.err = ctx.Err()
-			return
-		case <-timer.C:
-		}
-		v, err := w.s.sample(ctx)
-		if err != nil {
-			w.err = err
-			return
-		}
-		w.start = v
-	}()
 }
 
 // finish takes the second sample and fills r.BrokerCPU, or adds a warning.
-func (w *cpuWindow) finish(ctx context.Context, r *Result, bytesMoved int64) {
-	if w == nil {
+func (c *cpuWindow) finish(ctx context.Context, r *Result, bytesMoved int64) {
+	if c == nil {
 		return
 	}
-	if w.rebased != nil {
-		<-w.rebased
-		if w.err != nil {
-			r.Warnings = append(r.Warnings, "broker CPU not reported: sampling at the end of the warmup: "+w.err.Error())
-			return
-		}
-	}
-	end, err := w.s.sample(ctx)
+	start, end, err := c.w.span(ctx)
 	if err != nil {
 		r.Warnings = append(r.Warnings, "broker CPU not reported: "+err.Error())
 		return
 	}
-	cpu := &BrokerCPU{Source: w.s.source(), CPUSeconds: end - w.start, BytesMoved: bytesMoved}
+	cpu := &BrokerCPU{Source: c.source, CPUSeconds: end - start, BytesMoved: bytesMoved}
 	if bytesMoved > 0 {
 		cpu.CPUSecondsPerGB = cpu.CPUSeconds / (float64(bytesMoved) / 1e9)
 	}

@@ -102,7 +102,7 @@ func TestPromSampler(t *testing.T) {
 }
 
 func TestCPUPerGB(t *testing.T) {
-	w := &cpuWindow{s: fixedSampler{10}, start: 4}
+	w := &cpuWindow{source: "test", w: &window[float64]{sample: fixedSampler{10}.sample, start: 4}}
 	var r Result
 	w.finish(context.Background(), &r, 3e9)
 	if r.BrokerCPU.CPUSeconds != 6 || r.BrokerCPU.CPUSecondsPerGB != 2 {

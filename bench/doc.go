@@ -159,6 +159,12 @@
 //	broker_cpu           (with --broker-pid or --broker-metrics)
 //	  source             "proc:PID" or "prometheus:URL"
 //	  cpu_seconds, bytes_moved, cpu_seconds_per_gb   as above
+//	host                 the machine over the measured phase (Linux, /proc)
+//	  cpus               CPUs the kernel reports
+//	  busy, iowait, steal, idle   shares (0-1) of all CPUs' time; steal is
+//	                     what the hypervisor took
+//	  dirty_mb_start, dirty_mb_end   dirty page cache at the start and end
+//	  written_back_mb    page cache the kernel wrote out meanwhile
 //	warnings             problems that did not stop the run (omitted if none)
 //
 // A latency_ms object has count, min, mean, p50, p90, p99, p99_9 and max,

@@ -47,7 +47,7 @@ func E2E(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := startCPU(ctx, cfg)
+	meters, err := startMeters(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func E2E(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	measureStart := time.Now().Add(cfg.Warmup)
 	if cfg.Warmup > 0 {
-		cpu.rebaseAt(ctx, measureStart)
+		meters.rebaseAt(ctx, measureStart)
 	}
 	cs.start(ctx, measureStart)
 
@@ -143,7 +143,7 @@ func E2E(ctx context.Context, cfg Config) (*Result, error) {
 	e.Latency = latencyOf(lat)
 	e.Expected, e.Received, e.Missing, e.Duplicates = deliveryCheck(sent, failed, seen, dups)
 	res.E2E = e
-	cpu.finish(context.WithoutCancel(ctx), res, res.Produce.Bytes+res.Consume.Bytes)
+	meters.finish(context.WithoutCancel(ctx), res, res.Produce.Bytes+res.Consume.Bytes)
 	if !drained && runErr == nil {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("consumers did not reach the last acknowledged offsets within %v; unread records count as missing", cfg.DrainTimeout))
 	}

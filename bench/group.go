@@ -64,11 +64,11 @@ func Group(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{Mode: modeGroup, Settings: settingsOf(cfg, modeGroup, int32(len(parts)))}
 	// The broker's CPU over the whole run: the joins, the rebalances and
 	// the commits (no payload moves, so no CPU-seconds per GB).
-	cpu, err := startCPU(ctx, cfg)
+	meters, err := startMeters(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { cpu.finish(context.WithoutCancel(ctx), res, 0) }()
+	defer func() { meters.finish(context.WithoutCancel(ctx), res, 0) }()
 	groupID := cfg.GroupID
 	if groupID == "" {
 		groupID = fmt.Sprintf("vigil-bench-group-%d", time.Now().UnixNano())

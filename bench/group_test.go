@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,9 @@ func TestGroup(t *testing.T) {
 			if c := res.BrokerCPU; c == nil || c.CPUSeconds <= 0 || c.BytesMoved != 0 {
 				t.Fatalf("broker CPU with --broker-pid: %+v (warnings %q)", c, res.Warnings)
 			}
-			if !strings.Contains(sb.String(), "commit latency ms: p50") || !strings.Contains(sb.String(), "broker CPU") {
+			checkHost(t, res)
+			if !strings.Contains(sb.String(), "commit latency ms: p50") || !strings.Contains(sb.String(), "broker CPU") ||
+				runtime.GOOS == "linux" && !strings.Contains(sb.String(), "host: ") {
 				t.Fatalf("text output:\n%s", sb.String())
 			}
 		})

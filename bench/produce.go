@@ -386,7 +386,7 @@ func Produce(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := startCPU(ctx, cfg)
+	meters, err := startMeters(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +400,7 @@ func Produce(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	measureStart := time.Now().Add(cfg.Warmup)
 	if cfg.Warmup > 0 {
-		cpu.rebaseAt(ctx, measureStart)
+		meters.rebaseAt(ctx, measureStart)
 	}
 
 	stopProgress := startProgress(cfg, "produce", ps.progress, nil)
@@ -409,7 +409,7 @@ func Produce(ctx context.Context, cfg Config) (*Result, error) {
 
 	res := &Result{Mode: modeProduce, Settings: settingsOf(cfg, modeProduce, int32(len(parts)))}
 	res.Produce, _ = ps.stage()
-	cpu.finish(context.WithoutCancel(ctx), res, res.Produce.Bytes)
+	meters.finish(context.WithoutCancel(ctx), res, res.Produce.Bytes)
 	if runErr != nil {
 		return res, runErr
 	}

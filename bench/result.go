@@ -27,6 +27,8 @@ type Result struct {
 	// BrokerCPU is set when Config.BrokerPID or Config.BrokerMetricsURL
 	// was given and both samples succeeded.
 	BrokerCPU *BrokerCPU `json:"broker_cpu,omitempty"`
+	// Host is the machine during the measured phase (Linux only).
+	Host *HostStats `json:"host,omitempty"`
 	// Warnings are problems that did not stop the run (e.g. the broker
 	// CPU could not be sampled at the end).
 	Warnings []string `json:"warnings,omitempty"`
@@ -271,6 +273,10 @@ func (r *Result) WriteText(w io.Writer) {
 			c.CPUSeconds, num(float64(c.BytesMoved)/1e6), c.CPUSecondsPerGB, c.Source)
 	} else if c != nil {
 		fmt.Fprintf(w, "  broker CPU %.2fs over the run (%s)\n", c.CPUSeconds, c.Source)
+	}
+	if h := r.Host; h != nil {
+		fmt.Fprintf(w, "  host: %d CPUs %.0f%% busy, %.0f%% iowait, %.0f%% stolen, %.0f%% idle; dirty page cache %s -> %s MB, %s MB written back\n",
+			h.CPUs, 100*h.Busy, 100*h.IOWait, 100*h.Steal, 100*h.Idle, num(h.DirtyMBStart), num(h.DirtyMBEnd), num(h.WrittenBackMB))
 	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)
