@@ -87,7 +87,7 @@ func TestPromSampler(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := Config{BrokerMetricsURL: srv.URL + "/metrics"}
-	w, err := startCPU(context.Background(), cfg)
+	w, err := startMeters(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,13 +96,13 @@ func TestPromSampler(t *testing.T) {
 	if r.BrokerCPU == nil || r.BrokerCPU.CPUSeconds != 0 || r.BrokerCPU.CPUSecondsPerGB != 0 || r.BrokerCPU.Source != "prometheus:"+cfg.BrokerMetricsURL {
 		t.Fatalf("BrokerCPU = %+v", r.BrokerCPU)
 	}
-	if _, err := startCPU(context.Background(), Config{BrokerMetricsURL: srv.URL + "/nope"}); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := startMeters(context.Background(), Config{BrokerMetricsURL: srv.URL + "/nope"}); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("bad path: err = %v, want HTTP 404", err)
 	}
 }
 
 func TestCPUPerGB(t *testing.T) {
-	w := &cpuWindow{source: "test", w: &window[float64]{sample: fixedSampler{10}.sample, start: 4}}
+	w := &phaseMeters{cpuSource: "test", cpu: &window[float64]{sample: fixedSampler{10}.sample, start: 4}}
 	var r Result
 	w.finish(context.Background(), &r, 3e9)
 	if r.BrokerCPU.CPUSeconds != 6 || r.BrokerCPU.CPUSecondsPerGB != 2 {
@@ -113,4 +113,3 @@ func TestCPUPerGB(t *testing.T) {
 type fixedSampler struct{ v float64 }
 
 func (f fixedSampler) sample(context.Context) (float64, error) { return f.v, nil }
-func (fixedSampler) source() string                            { return "fixed" }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // HostStats describe the machine during the measured phase, from Linux's
@@ -133,44 +132,4 @@ func hostStatsOf(a, b hostSample) *HostStats {
 		h.Busy, h.IOWait, h.Steal, h.Idle = float64(d.busy)/total, float64(d.iowait)/total, float64(d.steal)/total, float64(d.idle)/total
 	}
 	return h
-}
-
-// phaseMeters measure a phase: the broker's CPU (when asked for) and the host.
-type phaseMeters struct {
-	cpu  *cpuWindow
-	host *window[hostSample] // nil where /proc cannot be read
-}
-
-// startMeters takes the first samples; a broker CPU sample that fails stops
-// the run (most likely a wrong --broker-pid or --broker-metrics).
-func startMeters(ctx context.Context, c Config) (*phaseMeters, error) {
-	cpu, err := startCPU(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	host, _ := newWindow(ctx, sampleHost)
-	return &phaseMeters{cpu: cpu, host: host}, nil
-}
-
-// rebaseAt re-takes the first samples at t (the end of the warmup).
-func (m *phaseMeters) rebaseAt(ctx context.Context, t time.Time) {
-	m.cpu.rebaseAt(ctx, t)
-	if m.host != nil {
-		m.host.rebaseAt(ctx, t)
-	}
-}
-
-// finish takes the closing samples and fills r.BrokerCPU and r.Host, or
-// adds warnings.
-func (m *phaseMeters) finish(ctx context.Context, r *Result, bytesMoved int64) {
-	m.cpu.finish(ctx, r, bytesMoved)
-	if m.host == nil {
-		return
-	}
-	a, b, err := m.host.span(ctx)
-	if err != nil {
-		r.Warnings = append(r.Warnings, "host stats not reported: "+err.Error())
-		return
-	}
-	r.Host = hostStatsOf(a, b)
 }

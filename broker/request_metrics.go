@@ -160,7 +160,7 @@ func newRequestMetrics(reg prometheus.Registerer, maxClients, maxTopics int) *re
 	created := mConnCreated.CounterVec()
 	closed := mConnClosed.CounterVec()
 	m.connCreated, m.connClosed = created.With(conns), closed.With(conns)
-	gauges := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: mConnActive.Name, Help: mConnActive.Help}, mConnActive.Labels)
+	gauges := mConnActive.GaugeVec()
 	m.connActive = gauges.With(conns)
 
 	m.clients = newBoundedLabels(maxClients, labelsIdleWindows, func(key string) {

@@ -60,7 +60,7 @@ func newStorageMetrics(reg prometheus.Registerer) *storageMetrics {
 		rolls:        mStorageRolls.Counter(),
 		deletes:      mStorageDeletes.Counter(),
 		canaryErrors: mCanaryErrors.Counter(),
-		ioErrors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: mStorageErrors.Name, Help: mStorageErrors.Help}, mStorageErrors.Labels),
+		ioErrors:     mStorageErrors.CounterVec(),
 	}
 	reg.MustRegister(m.write, m.fsync, m.append, m.canary, m.rolls, m.deletes, m.canaryErrors, m.ioErrors)
 	return m

@@ -23,13 +23,15 @@ import (
 // start offset to the first remaining segment's base offset. It returns the
 // number of segments deleted.
 func (l *Log) Maintain() (deleted int, err error) {
-	if deleted, err = l.maintainLocked(); err != nil {
+	if deleted, err = l.maintainSegments(); err != nil {
 		return deleted, err
 	}
 	return deleted, l.writeHighWatermark()
 }
 
-func (l *Log) maintainLocked() (deleted int, err error) {
+// maintainSegments is Maintain's work under mu (which it takes): rolls,
+// deletions, producer expiry and the flush.ms policy.
+func (l *Log) maintainSegments() (deleted int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {

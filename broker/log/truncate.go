@@ -258,10 +258,10 @@ func (l *Log) truncateLocked(offset int64, p truncation) error {
 		}
 		keep = newSegment(l.fs, l.dir, old.base, f, l.logger)
 		keep.size.Store(p.size)
-		keep.verified.Store(min(old.verified.Load(), p.size))
 		// Reads still holding the old object must not trust bytes past
 		// the cut, which appends will overwrite.
 		old.verified.Store(min(old.verified.Load(), p.size))
+		keep.verified.Store(old.verified.Load())
 		keep.next.Store(p.end)
 		keep.offsets.reset(p.offsets)
 		keep.times.reset(p.times)
