@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -345,13 +346,20 @@ func (p *ackedProducer) ackedNow() int {
 	return len(p.acked)
 }
 
+// finish stops the producer and waits for its last produce call. A call
+// still running after a minute (its context has a 30 s deadline) is a
+// failure: the test says so and goes on, and closing the client ends it.
 func (p *ackedProducer) finish() {
 	select {
 	case <-p.stop:
 	default:
 		close(p.stop)
 	}
-	<-p.done
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.t.Errorf("the acks=all producer is still in a produce call a minute after it was stopped")
+	}
 }
 
 // verify stops the producer and reads the topic back: every acknowledged
@@ -361,8 +369,9 @@ func (p *ackedProducer) verify(seeds []string) {
 	t.Helper()
 	p.finish()
 	p.mu.Lock()
-	want := len(p.acked)
+	acked := maps.Clone(p.acked)
 	p.mu.Unlock()
+	want := len(acked)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(p.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +381,7 @@ func (p *ackedProducer) verify(seeds []string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		missing := 0
-		for v := range p.acked {
+		for v := range acked {
 			if !seen[v] {
 				missing++
 			}
@@ -387,7 +396,7 @@ func (p *ackedProducer) verify(seeds []string) {
 		fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
 	}
 	missing := 0
-	for v := range p.acked {
+	for v := range acked {
 		if !seen[v] {
 			missing++
 		}

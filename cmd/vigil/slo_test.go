@@ -521,20 +521,25 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 			ga, gb := a.Groups[i], b.Groups[i]
 			wa, _ := ga.Window(5 * time.Minute)
 			wb, _ := gb.Window(5 * time.Minute)
+			badDiff := math.Abs((wa.Total - wa.Good) - (wb.Total - wb.Good))
 			// The same groups; the same alert state unless a handful of
 			// bad events (which one scraper may see in a window and the
 			// other lose at a step's edge) make the difference.
 			if fmt.Sprint(ga.Labels) != fmt.Sprint(gb.Labels) ||
-				ga.State != gb.State && math.Abs((wa.Total-wa.Good)-(wb.Total-wb.Good)) > 3 {
+				ga.State != gb.State && badDiff > scrapeNoise {
 				t.Errorf("%s: group %v %s (embedded) vs %v %s (remote)", name, ga.Labels, ga.State, gb.Labels, gb.State)
 			}
 			// The two scrape the same counters at different phases, and
 			// on a loaded machine either may miss a scrape and with it
 			// a step's events: counts agree to within scrape noise (a
 			// wrong rate/increase or grouping is off by far more), and
-			// error ratios to within two points.
+			// error ratios to within two points unless a handful of bad
+			// events seen by one side only explain the difference (one
+			// slow canary at a window's edge moves a ratio over ~150
+			// events by more than that).
 			t.Logf("%s %v: embedded %+v, remote %+v", name, ga.Labels, wa, wb)
-			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) || math.Abs(float64(wa.ErrorRatio-wb.ErrorRatio)) > 0.02 {
+			if !near(wa.Total, wb.Total) || !near(wa.Total-wa.Good, wb.Total-wb.Good) ||
+				math.Abs(float64(wa.ErrorRatio-wb.ErrorRatio)) > 0.02 && badDiff > scrapeNoise {
 				t.Errorf("%s %v: embedded %+v attainment %v, remote %+v attainment %v", name, ga.Labels, wa, ga.Attainment, wb, gb.Attainment)
 			}
 		}
@@ -564,10 +569,16 @@ func TestRemoteModeMatchesEmbedded(t *testing.T) {
 	}
 }
 
+// scrapeNoise is how many events two scrapers of the same counters may
+// disagree on: one disk stall at a window's edge slows a few canaries in a
+// row, which one side counts and the other, scraping at another phase,
+// may not.
+const scrapeNoise = 5
+
 // near reports whether two measurements of the same counters taken by
-// different scrapers agree: within half, or three events.
+// different scrapers agree: within half, or scrapeNoise events.
 func near(a, b float64) bool {
-	return math.Abs(a-b) <= 0.5*math.Max(math.Abs(a), math.Abs(b))+3
+	return math.Abs(a-b) <= 0.5*math.Max(math.Abs(a), math.Abs(b))+scrapeNoise
 }
 
 func TestParseWindows(t *testing.T) {
