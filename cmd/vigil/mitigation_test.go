@@ -282,14 +282,14 @@ func measure(t *testing.T, scenario string, faultAt, decidedAt, mitigatedAt time
 // ackedProducer writes records with acks=all through the whole test and
 // remembers each one acknowledged.
 type ackedProducer struct {
-	t     *testing.T
-	topic string
-	cl    *kgo.Client
-	stop  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	acked map[string]bool
-	n     int
+	t      *testing.T
+	topic  string
+	cl     *kgo.Client
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	acked  map[string]bool
+	gaveUp bool // finish timed out once; it does not wait again
 }
 
 // startAckedProducer creates topic (6 partitions, 3 replicas,
@@ -355,9 +355,13 @@ func (p *ackedProducer) finish() {
 	default:
 		close(p.stop)
 	}
+	if p.gaveUp {
+		return
+	}
 	select {
 	case <-p.done:
 	case <-time.After(time.Minute):
+		p.gaveUp = true
 		p.t.Errorf("the acks=all producer is still in a produce call a minute after it was stopped")
 	}
 }
