@@ -462,17 +462,25 @@ func TestClusterReassignAndElect(t *testing.T) {
 	}
 }
 
+// startStallableCluster starts two staging brokers (faults can be
+// injected) whose followers stay in the ISR for minutes without fetching,
+// with topic (RF 2) laid out on both.
+func startStallableCluster(t *testing.T, topic string, partitions int32) *testCluster {
+	t.Helper()
+	c := startCluster(t, 2, staging, func(cfg *Config) { cfg.ReplicaLagTimeMax = 5 * time.Minute })
+	if _, err := kadm.NewClient(c.client()).CreateTopic(testCtx(t), partitions, 2, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	c.waitReplicasEqual(topic)
+	return c
+}
+
 // TestPipelinedAcksAll: acks=all produce requests pipelined on one
 // connection are appended while the first waits for its followers (the
 // connection is not blocked by the wait), and answered in order once the
 // followers have them.
 func TestPipelinedAcksAll(t *testing.T) {
-	c := startCluster(t, 2, staging, func(cfg *Config) { cfg.ReplicaLagTimeMax = 5 * time.Minute })
-	adm := kadm.NewClient(c.client())
-	if _, err := adm.CreateTopic(testCtx(t), 1, 2, nil, "pipe"); err != nil {
-		t.Fatal(err)
-	}
-	c.waitReplicasEqual("pipe")
+	c := startStallableCluster(t, "pipe", 1)
 	st := c.partitionState("pipe", 0)
 	leader := c.brokers[st.Leader]
 	follower := c.brokers[1-st.Leader]
@@ -542,12 +550,7 @@ func TestPipelinedAcksAll(t *testing.T) {
 // the request's timeout passes (the partitions share one timer), and the
 // connection goes on serving.
 func TestAcksAllTimesOut(t *testing.T) {
-	c := startCluster(t, 2, staging, func(cfg *Config) { cfg.ReplicaLagTimeMax = 5 * time.Minute })
-	adm := kadm.NewClient(c.client())
-	if _, err := adm.CreateTopic(testCtx(t), 4, 2, nil, "slow"); err != nil {
-		t.Fatal(err)
-	}
-	c.waitReplicasEqual("slow")
+	c := startStallableCluster(t, "slow", 4)
 	var led []int32 // partitions led by broker 0
 	for i := 0; i < 4; i++ {
 		if c.partitionState("slow", i).Leader == 0 {

@@ -319,9 +319,9 @@ func (s *groupShard) append(recs []group.Record) int16 {
 	}
 	s.p.maybeAdvanceHW() // wakes every fetch if it moved
 	s.p.notifyAppended()
-	timer := time.NewTimer(offsetsWriteTimeout)
-	defer timer.Stop()
-	return s.p.waitReplicated(s.gc.b.ctx.Done(), timer.C, info.LastOffset+1, 1)
+	expired, stop := closeAfter(offsetsWriteTimeout)
+	defer stop()
+	return s.p.waitReplicated(s.gc.b.ctx.Done(), expired, info.LastOffset+1, 1)
 }
 
 func (s *groupShard) resetTimerLocked() {

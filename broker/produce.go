@@ -112,15 +112,11 @@ func (b *Broker) handleProduce(c *conn, r *kmsg.ProduceRequest) (kmsg.Response, 
 // append of a produce request, or its timeout passes, and sets the error
 // of each partition that failed.
 func (b *Broker) awaitReplicated(c *conn, resp *kmsg.ProduceResponse, waits []replicationWait, leaders map[int32]bool, deadline time.Time) {
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	expired := timer.C
+	expired, stop := closeAfter(time.Until(deadline)) // one timer for all the partitions
+	defer stop()
 	for _, w := range waits {
 		start := time.Now()
 		code := w.p.waitReplicated(c.ctx.Done(), expired, w.target, w.minISR)
-		if code == kerr.RequestTimedOut.Code {
-			expired = expiredTimer // the timer fired: the rest only check
-		}
 		if w.span != nil {
 			b.tracing.child(w.span, "replicate", start, time.Now(), attribute.Int("vigil.min_insync_replicas", w.minISR))
 			setError(w.span, code)

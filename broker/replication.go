@@ -240,12 +240,12 @@ func (p *partition) alterDone() {
 // waitReplicated waits until the high watermark reaches target (every
 // in-sync replica has the records below it) and returns 0, or the error
 // for the client: NOT_LEADER_OR_FOLLOWER if leadership moved,
-// REQUEST_TIMED_OUT when done is closed or expired fires first, and
+// REQUEST_TIMED_OUT when done or expired is closed first, and
 // NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below minISR
 // meanwhile. (A timer, not a context with a deadline: every acks=all
 // produce waits here, and a derived context cost it an allocation and a
 // registration with its parent, 2-3% of a broker's CPU at 5,000 records/s.)
-func (p *partition) waitReplicated(done <-chan struct{}, expired <-chan time.Time, target int64, minISR int) int16 {
+func (p *partition) waitReplicated(done, expired <-chan struct{}, target int64, minISR int) int16 {
 	for {
 		p.rmu.Lock()
 		ch, leading := p.hwCh, p.leading
@@ -269,10 +269,11 @@ func (p *partition) waitReplicated(done <-chan struct{}, expired <-chan time.Tim
 	}
 }
 
-// expiredTimer is a timer channel that has fired, for waits after one that
-// used up a shared timer.
-var expiredTimer = func() <-chan time.Time {
-	ch := make(chan time.Time)
-	close(ch)
-	return ch
-}()
+// closeAfter returns a channel that is closed once d has passed, and stays
+// closed, so that every wait sharing it sees the expiry, and a func that
+// stops it.
+func closeAfter(d time.Duration) (expired <-chan struct{}, stop func() bool) {
+	ch := make(chan struct{})
+	t := time.AfterFunc(d, func() { close(ch) })
+	return ch, t.Stop
+}

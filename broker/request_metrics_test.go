@@ -175,22 +175,18 @@ func TestRequestMetricsMove(t *testing.T) {
 		t.Errorf("vigil_topic_fetched_records_total{topic=rm} = %v, want at least %d", v, n)
 	}
 	// A request is measured just after its response is written, so the
-	// client can have the last answer a moment before the broker counted it.
+	// client can have the last answer a moment before the broker counted it:
+	// poll until the duration, size, client and stage series all count
+	// every produce request, the same number.
 	var produces float64
-	waitFor(t, "every produce request measured", 30*time.Second, func() bool {
+	waitFor(t, "every produce request measured alike by the duration, size, client and stage series", 30*time.Second, func() bool {
 		produces = metricValue(t, b, "vigil_request_duration_seconds", map[string]string{"api": "Produce"})
 		return produces >= n && metricValue(t, b, "vigil_request_size_bytes", map[string]string{"api": "Produce"}) == produces &&
 			metricValue(t, b, "vigil_client_request_duration_seconds", map[string]string{"api": "Produce", "client_id": "metrics-test", "client_software": "kgo"}) == produces &&
 			stagesCaughtUp(t, b)
 	})
-	if v := metricValue(t, b, "vigil_client_request_duration_seconds", map[string]string{"api": "Produce", "client_id": "metrics-test", "client_software": "kgo"}); v != produces {
-		t.Errorf("client series of metrics-test (kgo) counted %v produce requests, the broker %v", v, produces)
-	}
 	if v := metricValue(t, b, "vigil_client_received_bytes_total", map[string]string{"client_id": "metrics-test"}); v <= 0 {
 		t.Errorf("vigil_client_received_bytes_total{client_id=metrics-test} = %v", v)
-	}
-	if v := metricValue(t, b, "vigil_request_size_bytes", map[string]string{"api": "Produce"}); v != produces {
-		t.Errorf("vigil_request_size_bytes{api=Produce} counted %v, want %v", v, produces)
 	}
 
 	// Stages add up to the total, for every API and version.
