@@ -43,8 +43,11 @@ func (a *admin) ensureTopic(ctx context.Context) ([]int32, error) {
 	}
 	td, ok := md.Topics[topic]
 	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
-		_, err := a.adm.CreateTopic(ctx, a.cfg.Partitions, a.cfg.ReplicationFactor, nil, topic)
+		resp, err := a.adm.CreateTopic(ctx, a.cfg.Partitions, a.cfg.ReplicationFactor, nil, topic)
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			if resp.ErrMessage != "" {
+				err = fmt.Errorf("%w (%s)", err, resp.ErrMessage)
+			}
 			return nil, fmt.Errorf("creating topic %s (%d partitions, replication factor %d): %w",
 				topic, a.cfg.Partitions, a.cfg.ReplicationFactor, err)
 		}

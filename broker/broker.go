@@ -80,7 +80,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	registry, labeled, storage := newRegistry(cfg.NodeID)
+	registry, labeled, storage := newRegistry(cfg.NodeID, cfg.MetricsNativeHistograms)
 	base := cfg.FS
 	if base == nil {
 		base = vlog.OSFS()

@@ -81,6 +81,11 @@ type Config struct {
 	// MetricsMaxTopics bounds the topics with series of their own, the
 	// same way.
 	MetricsMaxTopics int `yaml:"metrics-max-topics"`
+	// MetricsNativeHistograms gives the broker's histograms native
+	// (sparse) buckets besides the classic ones. They are observed on
+	// every request and write, and a native bucket lookup costs ~50 ns
+	// each (docs/benchmarks.md), so they are off unless asked for.
+	MetricsNativeHistograms bool `yaml:"metrics-native-histograms"`
 	// Staging allows fault injection (SetFaults, /admin/v1/faults). Never
 	// in production.
 	Staging bool `yaml:"staging"`
@@ -296,6 +301,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TracingEndpoint, "tracing-endpoint", c.TracingEndpoint, "OTLP/HTTP endpoint to export spans to, e.g. http://localhost:4318 (empty: tracing off)")
 	fs.Float64Var(&c.TracingSampleRatio, "tracing-sample-ratio", c.TracingSampleRatio, "fraction of requests traced when their records carry no traceparent (those with one follow its sampled flag)")
 	fs.IntVar(&c.MetricsMaxTopics, "metrics-max-topics", c.MetricsMaxTopics, "topics with their own series, the most active; the rest are labelled other")
+	fs.BoolVar(&c.MetricsNativeHistograms, "metrics-native-histograms", c.MetricsNativeHistograms, "give the request and storage histograms native (sparse) buckets as well as the classic ones; costs CPU on every request")
 	fs.DurationVar(&c.ReplicaLagTimeMax, "replica-lag-time-max", c.ReplicaLagTimeMax, "how long a follower may lag before it leaves the ISR")
 	fs.Float64Var(&c.ReplicaReassignmentThrottleBytesPerSecond, "replica-reassignment-throttle-bytes-per-second", c.ReplicaReassignmentThrottleBytesPerSecond,
 		"limit on the bytes this broker's leaders send to replicas being added by partition reassignments (not yet in the ISR), all together, bytes per second; in-sync followers are never throttled (0: unlimited)")

@@ -27,10 +27,10 @@ var processRegistry = func() *prometheus.Registry {
 // logs do); Broker.registerCollectors adds the rest. Every vigil_ metric is
 // declared in the catalogue (internal/catalogue) and listed in
 // docs/metrics.md.
-func newRegistry(nodeID int32) (*prometheus.Registry, prometheus.Registerer, *storageMetrics) {
+func newRegistry(nodeID int32, native bool) (*prometheus.Registry, prometheus.Registerer, *storageMetrics) {
 	reg := prometheus.NewRegistry()
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"broker": strconv.Itoa(int(nodeID))}, reg)
-	return reg, labeled, newStorageMetrics(labeled)
+	return reg, labeled, newStorageMetrics(labeled, native)
 }
 
 // registerCollectors adds the metrics computed from the broker's state at
@@ -42,7 +42,7 @@ func (b *Broker) registerCollectors(reg prometheus.Registerer) {
 	b.throttledReads = mThrottledReads.Counter()
 	reg.MustRegister(&groupCollector{b: b}, &partitionCollector{b: b}, b.isrShrinks, b.isrExpands, b.throttledBytes, b.throttledReads, b.faults, b.telemetry)
 	if b.cfg.RequestMetrics {
-		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics)
+		b.reqMetrics = newRequestMetrics(reg, b.cfg.MetricsMaxClients, b.cfg.MetricsMaxTopics, b.cfg.MetricsNativeHistograms)
 	}
 }
 

@@ -18,21 +18,24 @@ import (
 )
 
 // TestPrometheusScrapes has Debian's real Prometheus scrape a broker that
-// served a workload, in the text format and (with native histograms on)
-// in the protobuf format: the target is up without scrape errors and every
-// vigil_ metric family the broker exposes is in Prometheus.
+// served a workload: with classic buckets only, in the text format, and
+// with --metrics-native-histograms, in the protobuf format by a Prometheus
+// with native histograms on. The target is up without scrape errors,
+// every vigil_ metric family the broker exposes is in Prometheus, and the
+// native histograms arrive as native histograms.
 func TestPrometheusScrapes(t *testing.T) {
 	prom := requireTool(t, "prometheus")
-	b := startBroker(t, "")
-	createTopic(t, newAdmin(t, b), "scraped", 2, nil)
-	produceValues(t, b, "scraped", 0, 50)
-	consumeN(t, b, "scraped", 50)
-	srv := httptest.NewServer(b.HTTPHandler())
-	defer srv.Close()
-
-	want := exposedFamilies(t, b)
 	for _, native := range []bool{false, true} {
 		t.Run(fmt.Sprintf("native-histograms=%v", native), func(t *testing.T) {
+			b := startBroker(t, "", func(c *Config) { c.MetricsNativeHistograms = native })
+			createTopic(t, newAdmin(t, b), "scraped", 2, nil)
+			produceValues(t, b, "scraped", 0, 50)
+			consumeN(t, b, "scraped", 50)
+			srv := httptest.NewServer(b.HTTPHandler())
+			defer srv.Close()
+			want := exposedFamilies(t, b)
+			checkNativeBuckets(t, b, native)
+
 			api := runPrometheus(t, prom, srv.Listener.Addr().String(), native)
 			waitFor(t, "the broker target up", 60*time.Second, func() bool {
 				var targets struct {
@@ -61,7 +64,40 @@ func TestPrometheusScrapes(t *testing.T) {
 				got = dedupe(got)
 				return strings.Join(got, " ") == strings.Join(want, " ")
 			})
+			// A native histogram is one series with a histogram sample;
+			// without native buckets the family has _bucket series only.
+			var res []struct {
+				Histogram json.RawMessage
+			}
+			promGet(t, api, "/api/v1/query", url.Values{"query": {`vigil_request_duration_seconds{api="Produce"}`}}, &res)
+			if gotNative := len(res) > 0 && res[0].Histogram != nil; gotNative != native {
+				t.Fatalf("vigil_request_duration_seconds as a native histogram: %v, want %v (%d series)", gotNative, native, len(res))
+			}
 		})
+	}
+}
+
+// checkNativeBuckets checks that every histogram of the broker has native
+// buckets exactly when native is set.
+func checkNativeBuckets(t *testing.T, b *Broker, native bool) {
+	t.Helper()
+	mfs, err := b.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h != nil {
+				n++
+				if has := h.Schema != nil; has != native {
+					t.Fatalf("%s has native buckets: %v, want %v", mf.GetName(), has, native)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("the broker exposes no histogram")
 	}
 }
 

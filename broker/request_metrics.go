@@ -140,14 +140,16 @@ type apiSeries struct {
 // topic may be silent before its series go.
 const labelsIdleWindows = 10
 
-func newRequestMetrics(reg prometheus.Registerer, maxClients, maxTopics int) *requestMetrics {
+func newRequestMetrics(reg prometheus.Registerer, maxClients, maxTopics int, native bool) *requestMetrics {
+	latency := catalogue.Buckets{Classic: requestBuckets, Native: native}
+	size := catalogue.Buckets{Classic: sizeBuckets, Native: native}
 	m := &requestMetrics{
-		duration:        mRequestDuration.HistogramVec(requestBuckets),
-		stage:           mRequestStage.HistogramVec(requestBuckets),
-		reqSize:         mRequestSize.HistogramVec(sizeBuckets),
-		respSize:        mResponseSize.HistogramVec(sizeBuckets),
+		duration:        mRequestDuration.HistogramVec(latency),
+		stage:           mRequestStage.HistogramVec(latency),
+		reqSize:         mRequestSize.HistogramVec(size),
+		respSize:        mResponseSize.HistogramVec(size),
 		errors:          mRequestErrors.CounterVec(),
-		clientDuration:  mClientDuration.HistogramVec(requestBuckets),
+		clientDuration:  mClientDuration.HistogramVec(latency),
 		clientErrors:    mClientErrors.CounterVec(),
 		clientReceived:  mClientReceived.CounterVec(),
 		clientSent:      mClientSent.CounterVec(),

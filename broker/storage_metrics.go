@@ -51,12 +51,13 @@ type storageMetrics struct {
 	ioErrors                     *prometheus.CounterVec
 }
 
-func newStorageMetrics(reg prometheus.Registerer) *storageMetrics {
+func newStorageMetrics(reg prometheus.Registerer, native bool) *storageMetrics {
+	b := catalogue.Buckets{Classic: storageBuckets, Native: native}
 	m := &storageMetrics{
-		write:        mStorageWrite.Histogram(storageBuckets),
-		fsync:        mStorageFsync.Histogram(storageBuckets),
-		append:       mStorageAppend.Histogram(storageBuckets),
-		canary:       mCanary.Histogram(storageBuckets),
+		write:        mStorageWrite.Histogram(b),
+		fsync:        mStorageFsync.Histogram(b),
+		append:       mStorageAppend.Histogram(b),
+		canary:       mCanary.Histogram(b),
 		rolls:        mStorageRolls.Counter(),
 		deletes:      mStorageDeletes.Counter(),
 		canaryErrors: mCanaryErrors.Counter(),

@@ -71,12 +71,14 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	// A probe observes a few latencies a second: native buckets are free.
+	latency := catalogue.Buckets{Classic: latencyBuckets, Native: true}
 	m := &metrics{
-		produce:     mProduce.HistogramVec(latencyBuckets),
-		e2e:         mE2E.HistogramVec(latencyBuckets),
-		metadata:    mMetadata.HistogramVec(latencyBuckets),
-		commit:      mCommit.HistogramVec(latencyBuckets),
-		connect:     mConnect.HistogramVec(latencyBuckets),
+		produce:     mProduce.HistogramVec(latency),
+		e2e:         mE2E.HistogramVec(latency),
+		metadata:    mMetadata.HistogramVec(latency),
+		commit:      mCommit.HistogramVec(latency),
+		connect:     mConnect.HistogramVec(latency),
 		attempts:    mAttempts.CounterVec(),
 		failures:    mFailures.CounterVec(),
 		lost:        mLost.CounterVec(),
