@@ -67,6 +67,7 @@ func newFetchers(b *Broker) *fetchers {
 // follow makes p fetched from its current leader (or from no one when it
 // has none).
 func (fs *fetchers) follow(p *partition) {
+	p.newFetchGen()
 	st := p.state.Load()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -118,11 +119,28 @@ func (fs *fetchers) ensure(p *partition) {
 	}
 }
 
-// unfollow stops fetching p.
+// unfollow stops fetching p. When it returns, no fetch response is being
+// applied to p, and none from before will be.
 func (fs *fetchers) unfollow(p *partition) {
+	p.newFetchGen()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.removeLocked(p)
+}
+
+// newFetchGen starts a new fetch generation of p: responses to fetches
+// built before are dropped (fetcher.applyCurrent), and one being applied
+// now finishes first. Without this, a response in flight while p changed
+// role was appended anyway: to the log of a partition this broker had
+// just started to lead, after the new epoch's start offset, leaving
+// batches of the old epoch where its epoch cache says the new one begins.
+// Followers then truncated and re-fetched those batches forever (their
+// last fetched epoch always ended before their fetch offset), never
+// rejoining the ISR.
+func (p *partition) newFetchGen() {
+	p.fetchMu.Lock()
+	p.fetchGen.Add(1)
+	p.fetchMu.Unlock()
 }
 
 func (fs *fetchers) removeLocked(p *partition) {
@@ -239,9 +257,17 @@ func (f *fetcher) run(ctx context.Context) {
 	}
 }
 
+// fetchedPart is a partition of a replica fetch request: what the response
+// may be applied to.
+type fetchedPart struct {
+	p      *partition
+	gen    uint64 // p's fetch generation when the request was built
+	offset int64  // the fetch offset: p's log end then
+}
+
 // request builds the next replica fetch for the partitions not paused; if
 // none is ready it returns nil and when the earliest paused one resumes.
-func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partition, time.Time) {
+func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]fetchedPart, time.Time) {
 	b := f.f.b
 	now := time.Now()
 	req := kmsg.NewPtrFetchRequest()
@@ -252,7 +278,7 @@ func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partiti
 	req.MinBytes = 1
 	req.MaxBytes = replicaFetchMaxBytes
 	req.SessionEpoch = -1 // no fetch session
-	parts := map[[16]byte]map[int32]*partition{}
+	parts := map[[16]byte]map[int32]fetchedPart{}
 	var next time.Time
 	byTopic := map[[16]byte]int{}
 	f.mu.Lock()
@@ -273,8 +299,9 @@ func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partiti
 			req.Topics = append(req.Topics, t)
 			i = len(req.Topics) - 1
 			byTopic[p.topicID] = i
-			parts[p.topicID] = map[int32]*partition{}
+			parts[p.topicID] = map[int32]fetchedPart{}
 		}
+		gen := p.fetchGen.Load()
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = p.index
 		rp.CurrentLeaderEpoch = ps.epoch
@@ -285,7 +312,7 @@ func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partiti
 		rp.LogStartOffset = p.log.StartOffset()
 		rp.PartitionMaxBytes = replicaFetchPartitionMax
 		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-		parts[p.topicID][p.index] = p
+		parts[p.topicID][p.index] = fetchedPart{p: p, gen: gen, offset: rp.FetchOffset}
 	}
 	f.mu.Unlock()
 	if len(req.Topics) == 0 {
@@ -295,7 +322,7 @@ func (f *fetcher) request() (*kmsg.FetchRequest, map[[16]byte]map[int32]*partiti
 }
 
 // handle applies a fetch response to the followed partitions.
-func (f *fetcher) handle(resp *kmsg.FetchResponse, parts map[[16]byte]map[int32]*partition) {
+func (f *fetcher) handle(resp *kmsg.FetchResponse, parts map[[16]byte]map[int32]fetchedPart) {
 	b := f.f.b
 	for i := range resp.Topics {
 		rt := &resp.Topics[i]
@@ -307,15 +334,30 @@ func (f *fetcher) handle(resp *kmsg.FetchResponse, parts map[[16]byte]map[int32]
 		}
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
-			p := byIndex[rp.Partition]
-			if p == nil {
+			fp, ok := byIndex[rp.Partition]
+			if !ok {
 				continue
 			}
-			if err := f.apply(p, rp); err != nil {
-				f.pause(p, err)
+			if err := f.applyCurrent(fp, rp); err != nil {
+				f.pause(fp.p, err)
 			}
 		}
 	}
+}
+
+// applyCurrent applies one partition of a response if the request is
+// still current for it: the partition's fetch generation is the one the
+// request was built in, and its log still ends at the fetch offset (as
+// Kafka's fetcher checks the partition's fetch state before processing a
+// response). Otherwise the partition changed role or leader, or was
+// truncated, meanwhile, and the next request fetches afresh.
+func (f *fetcher) applyCurrent(fp fetchedPart, rp *kmsg.FetchResponseTopicPartition) error {
+	fp.p.fetchMu.Lock()
+	defer fp.p.fetchMu.Unlock()
+	if fp.p.fetchGen.Load() != fp.gen || fp.p.log.EndOffset() != fp.offset {
+		return nil
+	}
+	return f.apply(fp.p, rp)
 }
 
 // errWaitForMetadata pauses a partition until the next metadata change

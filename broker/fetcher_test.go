@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vigilhq/vigil/controller"
 )
@@ -143,5 +145,254 @@ func TestFollowerRetriesSoonWhenTheLeaderLagsInMetadata(t *testing.T) {
 	if st.Leader != 1 || !slices.Equal(sorted(st.ISR), []int32{0, 1}) || st.PartitionEpoch != created.PartitionEpoch {
 		t.Fatalf("lag-0: leader %d, ISR %v, partition epoch %d (at creation %d) after 3s of writes with both brokers up; want leader 1 and the ISR [0 1] unchanged",
 			st.Leader, st.ISR, st.PartitionEpoch, created.PartitionEpoch)
+	}
+}
+
+// holdProxy forwards TCP connections to a target address. While held, what
+// the target sends is kept back (in order, and counted) until release.
+type holdProxy struct {
+	addr   string
+	target atomic.Value // string; connections before it is set are refused
+	sent   atomic.Int64 // bytes passed on to the target
+
+	mu        sync.Mutex
+	held      bool
+	heldBytes int
+	conns     map[*proxyConn]bool
+}
+
+type proxyConn struct {
+	client, upstream net.Conn
+	pending          []byte // held back from the client
+}
+
+func newHoldProxy(t *testing.T) *holdProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{addr: ln.Addr().String(), conns: map[*proxyConn]bool{}}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for pc := range p.conns {
+			pc.client.Close()
+			pc.upstream.Close()
+		}
+	})
+	return p
+}
+
+func (p *holdProxy) serve(c net.Conn) {
+	target, _ := p.target.Load().(string)
+	if target == "" {
+		c.Close()
+		return
+	}
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	pc := &proxyConn{client: c, upstream: u}
+	p.mu.Lock()
+	p.conns[pc] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, pc)
+		p.mu.Unlock()
+		c.Close()
+		u.Close()
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, err := u.Write(buf[:n]); err != nil {
+					break
+				}
+				p.sent.Add(int64(n))
+			}
+			if err != nil {
+				break
+			}
+		}
+		u.Close()
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			var werr error
+			if p.held {
+				pc.pending = append(pc.pending, buf[:n]...)
+				p.heldBytes += n
+			} else {
+				_, werr = c.Write(buf[:n])
+			}
+			p.mu.Unlock()
+			if werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// hold starts keeping back what the target sends.
+func (p *holdProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held, p.heldBytes = true, 0
+}
+
+// release passes on everything held and stops holding.
+func (p *holdProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = false
+	for pc := range p.conns {
+		if len(pc.pending) > 0 {
+			_, _ = pc.client.Write(pc.pending)
+			pc.pending = nil
+		}
+	}
+}
+
+// held returns the bytes kept back since hold.
+func (p *holdProxy) heldNow() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.heldBytes
+}
+
+// TestFetchResponseAfterBecomingLeaderIsDropped: a replica fetch answer
+// that reaches a follower after it has become the partition's leader must
+// not be appended to its log. Broker 1 follows two partitions from broker
+// 0; an answer carrying new records of partition 0 is held back on the
+// way while partition 0 moves to broker 1, then let through. Appending it
+// put batches of the old leader epoch after the new epoch's start in
+// broker 1's log (its epoch cache says the new epoch begins there), so
+// broker 0, following, was told its last epoch ended there, truncated,
+// fetched the same old-epoch batches again, and looped like that forever
+// without rejoining the ISR (the cluster chaos test found it: with
+// min.insync.replicas=2, writes to such a partition stopped for good).
+func TestFetchResponseAfterBecomingLeaderIsDropped(t *testing.T) {
+	proxy := newHoldProxy(t)
+	c := startCluster(t, 2, func(cfg *Config) {
+		cfg.ReplicaLagTimeMax = 5 * time.Minute // broker 1 stays in the ISR while its fetches are held
+		if cfg.NodeID == 0 {
+			cfg.Advertise = proxy.addr // broker 1 fetches from broker 0 through the proxy
+		}
+	})
+	a, f := c.brokers[0], c.brokers[1]
+	proxy.target.Store(a.Addr())
+	cc, err := controller.NewClient(controller.ClientConfig{Addrs: []string{c.ctrl.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testCtx(t)
+	res, err := cc.CreateTopics(ctx, controller.CreateTopicsRequest{Topics: []controller.CreateTopic{{Name: "stale", Assignments: [][]int32{{0, 1}, {0, 1}}}}})
+	if err != nil || res[0].Error != nil {
+		t.Fatalf("creating topic: %v %v", err, res)
+	}
+	waitFor(t, "broker 1 fetching both partitions from broker 0", time.Minute, func() bool {
+		fs := f.fetchers
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		fr := fs.byLeader[0]
+		if fr == nil {
+			return false
+		}
+		fr.mu.Lock()
+		defer fr.mu.Unlock()
+		return len(fr.parts) == 2
+	})
+	fp := f.meta.lookup("stale").partition(0)
+
+	// Broker 0 answers broker 1's waiting fetch as soon as records arrive;
+	// the proxy holds the answer. (If the fetch had just timed out, an
+	// empty answer is what is held: let it through and try again.)
+	raw := dialRaw(t, a)
+	batch := makeBatch(-1, -1, -1, 10, make([]byte, 1024))
+	for attempt := 1; ; attempt++ {
+		proxy.hold()
+		req := produceReq("stale", 0, batch)
+		req.Acks = 1
+		raw.send(req, int32(attempt))
+		if _, _, err := raw.recv(true); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for proxy.heldNow() < len(batch) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if proxy.heldNow() >= len(batch) {
+			break
+		}
+		if attempt == 20 {
+			t.Fatal("no fetch answer with the new records was ever held in the proxy")
+		}
+		proxy.release()
+	}
+	before := fp.log.EndOffset()
+
+	// Partition 0 moves to broker 1 while that answer is on its way.
+	if _, err := cc.Reassign(ctx, []controller.Reassignment{{Topic: "stale", Partition: 0, Replicas: []int32{1, 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new replica order", time.Minute, func() bool {
+		st := c.partitionState("stale", 0)
+		return !st.Reassigning() && st.Replicas[0] == 1
+	})
+	if _, err := cc.ElectLeaders(ctx, controller.ElectLeadersRequest{Type: controller.ElectPreferred, Partitions: []controller.TopicPartition{{Topic: "stale", Partition: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "broker 1 leading stale-0", time.Minute, fp.isLeader)
+
+	// The held answer arrives; broker 1's fetcher handles it before it
+	// sends its next fetch (for partition 1).
+	sent := proxy.sent.Load()
+	proxy.release()
+	waitFor(t, "broker 1's next fetch from broker 0", time.Minute, func() bool { return proxy.sent.Load() > sent })
+	if end := fp.log.EndOffset(); end != before {
+		t.Fatalf("broker 1's log of stale-0 ends at %d after the old leader's answer arrived; it began leading at %d and must not append what it fetched as a follower", end, before)
+	}
+
+	// Broker 0 follows broker 1: it cuts its 10 unreplicated records once,
+	// catches up and stays in the ISR, so acks=all writes complete.
+	rawF := dialRaw(t, f)
+	rawF.send(produceReq("stale", 0, makeBatch(-1, -1, -1, 1, []byte("after"))), 1)
+	_, body, err := rawF.recv(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(9)
+	if err := resp.ReadFrom(body); err != nil {
+		t.Fatal(err)
+	}
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+		t.Fatalf("acks=all produce to the new leader: %v", kerr.ErrorForCode(code))
+	}
+	c.waitReplicasEqual("stale")
+	if st := c.partitionState("stale", 0); !slices.Equal(sorted(st.ISR), []int32{0, 1}) {
+		t.Fatalf("stale-0 ISR %v; want [0 1]", st.ISR)
 	}
 }

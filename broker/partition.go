@@ -64,6 +64,13 @@ type partition struct {
 	// replicatedAt is when the high watermark last reached the log end
 	// (every in-sync replica had everything).
 	replicatedAt time.Time
+
+	// Follower-side fetch generation (see fetcher.go): bumped, under
+	// fetchMu, whenever the partition's fetching changes (it is followed
+	// anew, or no longer), so that a fetch response built for an older
+	// generation is dropped. A fetcher applies a response holding fetchMu.
+	fetchMu  sync.Mutex
+	fetchGen atomic.Uint64
 }
 
 // init prepares a new partition object.
