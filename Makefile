@@ -4,7 +4,7 @@ PKGS := ./...
 # Packages with concurrency, run under the race detector by `make race`.
 RACE_PKGS := ./broker/... ./bench/... ./controller/... ./probes/... ./slo/... ./mitigator/...
 
-.PHONY: all build test race vet fmt bench fuzz tidy
+.PHONY: all build test race vet fmt bench fuzz tidy chaos
 
 all: build test
 
@@ -43,3 +43,10 @@ fuzz:
 
 tidy:
 	$(GO) mod tidy
+
+# The randomized cluster durability test (docs/durability.md): CHAOS of
+# kill -9s and restarts of brokers and controllers, then every acknowledged
+# record must read back once and in order. CHAOS_SEED repeats a run.
+CHAOS ?= 90s
+chaos:
+	VIGIL_CHAOS=$(CHAOS) VIGIL_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -count=1 -timeout 20m -run '^TestClusterChaos$$' -v ./cmd/vigil/
