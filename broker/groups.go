@@ -304,11 +304,11 @@ func (s *groupShard) append(recs []group.Record) int16 {
 	if len(recs) == 0 {
 		return 0
 	}
-	if !s.p.isLeader() {
+	batch := encodeBatch(recs, time.Now().UnixMilli())
+	info, err := s.p.appendAsLeader(batch)
+	if errors.Is(err, kerr.NotLeaderForPartition) {
 		return kerr.NotLeaderForPartition.Code
 	}
-	batch := encodeBatch(recs, time.Now().UnixMilli())
-	info, err := s.p.log.Append(batch, s.p.leaderEpoch())
 	if err != nil {
 		code, _ := s.p.errorCode(err)
 		s.gc.b.logger.Error("writing to the offsets topic failed", "partition", s.p.String(), "err", err)

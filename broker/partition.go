@@ -95,6 +95,23 @@ func (p *partition) leaderID() int32 {
 	return -1
 }
 
+// appendAsLeader appends records as the partition's leader, stamped with
+// the leader epoch at which it checked that it leads, or fails with
+// NOT_LEADER_OR_FOLLOWER. Stamping the epoch read at the check (not a
+// later one) matters when the leadership moves during the append: a batch
+// of this broker's old epoch is truncated by the divergence check when it
+// follows the new leader, whereas one stamped with the new leader's epoch
+// would pass it and stay, different from the new leader's records at the
+// same offsets. If this broker was elected again meanwhile, the log
+// refuses the old epoch.
+func (p *partition) appendAsLeader(records []byte) (vlog.AppendInfo, error) {
+	st := p.state.Load()
+	if st == nil || st.Leader != p.self || p.deleted.Load() {
+		return vlog.AppendInfo{}, fmt.Errorf("partition %s: %w", p, kerr.NotLeaderForPartition)
+	}
+	return p.log.Append(records, st.LeaderEpoch)
+}
+
 // isLeader reports whether this broker leads the partition (and holds its
 // log).
 func (p *partition) isLeader() bool {

@@ -246,7 +246,7 @@ func (b *Broker) producePartition(r *kmsg.ProduceRequest, t *topic, rp *kmsg.Pro
 		return kerr.InvalidRecord.Code, "no record batch: a produce request needs one for each partition", nil // as Kafka
 	}
 	start := time.Now()
-	info, err := p.log.Append(rp.Records, p.leaderEpoch())
+	info, err := p.appendAsLeader(rp.Records)
 	b.storage.append.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// Records rejected one by one (keyless records on a compacted

@@ -61,6 +61,13 @@ func (l *Log) Append(records []byte, leaderEpoch int32) (AppendInfo, error) {
 	if err := l.usable(); err != nil {
 		return AppendInfo{}, err
 	}
+	if latest, ok := l.LatestEpoch(); ok && leaderEpoch < latest {
+		// The caller checked its leadership at an epoch that has since
+		// been superseded here (it was elected again meanwhile): batches
+		// of the old epoch after the new one's start would contradict the
+		// epoch cache that followers truncate by.
+		return AppendInfo{}, errorf(kerr.NotLeaderForPartition, "partition log %s: leader epoch %d is older than the log's latest epoch %d; the leadership changed, retry", l.dir, leaderEpoch, latest)
+	}
 	nowMs := appendTime
 	if nowMs < 0 {
 		nowMs = l.now().UnixMilli()

@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -414,7 +415,8 @@ func TestAppendAsFollowerBatchKinds(t *testing.T) {
 		if h := parseHeader(r.Records); err != nil || h.BaseOffset > end-1 || h.LastOffset() != end-1 {
 			t.Fatalf("read of the last batch at %d: %v", end-1, err)
 		}
-		if _, err := l.Append(simple(t, 1, t0), 0); err != nil {
+		epoch, _ := l.LatestEpoch()
+		if _, err := l.Append(simple(t, 1, t0), epoch); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -453,6 +455,16 @@ func TestAssignLeaderEpoch(t *testing.T) {
 		if ep, ok := l.LatestEpoch(); !ok || ep != 2 {
 			t.Fatalf("LatestEpoch = %d %v", ep, ok)
 		}
+	}
+	check(l)
+	// A leader's append checked at the superseded epoch is refused and
+	// writes nothing: old-epoch batches after the new epoch's start would
+	// contradict the cache.
+	if _, err := l.Append(simple(t, 1, t0), 1); !errors.Is(err, kerr.NotLeaderForPartition) {
+		t.Fatalf("append at epoch 1 after epoch 2 was assigned: %v; want NOT_LEADER_OR_FOLLOWER", err)
+	}
+	if end := l.EndOffset(); end != 6 {
+		t.Fatalf("log end %d after a refused append; want 6", end)
 	}
 	check(l)
 	if b, _ := os.ReadFile(filepath.Join(l.dir, leaderEpochFile)); string(b) != "0\n2\n0 0\n2 6\n" {
