@@ -67,7 +67,6 @@ func newFetchers(b *Broker) *fetchers {
 // follow makes p fetched from its current leader (or from no one when it
 // has none).
 func (fs *fetchers) follow(p *partition) {
-	p.newFetchGen()
 	st := p.state.Load()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -122,7 +121,6 @@ func (fs *fetchers) ensure(p *partition) {
 // unfollow stops fetching p. When it returns, no fetch response is being
 // applied to p, and none from before will be.
 func (fs *fetchers) unfollow(p *partition) {
-	p.newFetchGen()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.removeLocked(p)
@@ -143,6 +141,10 @@ func (p *partition) newFetchGen() {
 	p.fetchMu.Unlock()
 }
 
+// removeLocked takes p out of every fetcher, then starts a new fetch
+// generation of p. In that order, every request that includes p from
+// those fetchers was built in the old generation: its answer is dropped,
+// or, if it is being applied already, finishes before newFetchGen returns.
 func (fs *fetchers) removeLocked(p *partition) {
 	for id, f := range fs.byLeader {
 		f.mu.Lock()
@@ -154,6 +156,7 @@ func (fs *fetchers) removeLocked(p *partition) {
 			delete(fs.byLeader, id)
 		}
 	}
+	p.newFetchGen()
 }
 
 // close stops every fetcher.
