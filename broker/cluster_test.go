@@ -143,6 +143,36 @@ func (c *testCluster) partitionState(topic string, p int) *controller.Partition 
 	return t.Partitions[p]
 }
 
+// waitImages waits until every running broker's image has the controller's
+// current state of every partition of topic: clients that ask any broker
+// then find the topic wherever metadata sends them.
+func (c *testCluster) waitImages(topic string) {
+	c.t.Helper()
+	waitFor(c.t, "every broker's image of "+topic+" current", time.Minute, func() bool {
+		img, _ := c.ctrl.Image()
+		t := img.Topics[topic]
+		if t == nil {
+			return false
+		}
+		for _, b := range c.brokers {
+			if b == nil {
+				continue
+			}
+			bt := b.meta.lookup(topic)
+			for i, ps := range t.Partitions {
+				if bt == nil || bt.partition(int32(i)) == nil {
+					return false
+				}
+				st := bt.partition(int32(i)).state.Load()
+				if st == nil || st.LeaderEpoch != ps.LeaderEpoch || st.PartitionEpoch != ps.PartitionEpoch {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // waitReplicasEqual waits until every replica of every partition of topic
 // has the same log end offset and high watermark as its leader.
 func (c *testCluster) waitReplicasEqual(topic string) {

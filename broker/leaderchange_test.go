@@ -37,6 +37,11 @@ func TestClientsKeepWorkingAcrossLeaderChanges(t *testing.T) {
 		st := c.partitionState(topic, 0)
 		return st != nil && st.Leader >= 0 && len(st.ISR) == 3
 	})
+	// kcat's consumer gives up on a partition for good if the leader it
+	// was told of answers its first ListOffsets with
+	// UNKNOWN_TOPIC_OR_PARTITION, as a broker that has not applied the
+	// topic yet does (Kafka's too).
+	c.waitImages(topic)
 	seeds := strings.Join(c.seeds(), ",")
 
 	// The kcat consumer reads from the beginning for the whole test.
