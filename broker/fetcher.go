@@ -128,13 +128,8 @@ func (fs *fetchers) unfollow(p *partition) {
 
 // newFetchGen starts a new fetch generation of p: responses to fetches
 // built before are dropped (fetcher.applyCurrent), and one being applied
-// now finishes first. Without this, a response in flight while p changed
-// role was appended anyway: to the log of a partition this broker had
-// just started to lead, after the new epoch's start offset, leaving
-// batches of the old epoch where its epoch cache says the new one begins.
-// Followers then truncated and re-fetched those batches forever (their
-// last fetched epoch always ended before their fetch offset), never
-// rejoining the ISR.
+// now finishes first, so that a response in flight while p changes role
+// never lands in the log of its new role (docs/durability.md).
 func (p *partition) newFetchGen() {
 	p.fetchMu.Lock()
 	p.fetchGen.Add(1)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vigilhq/vigil/controller"
 )
@@ -274,7 +273,7 @@ func (p *holdProxy) release() {
 	}
 }
 
-// held returns the bytes kept back since hold.
+// heldNow returns the bytes kept back since hold.
 func (p *holdProxy) heldNow() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -377,18 +376,7 @@ func TestFetchResponseAfterBecomingLeaderIsDropped(t *testing.T) {
 
 	// Broker 0 follows broker 1: it cuts its 10 unreplicated records once,
 	// catches up and stays in the ISR, so acks=all writes complete.
-	rawF := dialRaw(t, f)
-	rawF.send(produceReq("stale", 0, makeBatch(-1, -1, -1, 1, []byte("after"))), 1)
-	_, body, err := rawF.recv(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := kmsg.NewPtrProduceResponse()
-	resp.SetVersion(9)
-	if err := resp.ReadFrom(body); err != nil {
-		t.Fatal(err)
-	}
-	if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+	if code := produceRaw(t, dialRaw(t, f), "stale", 0, makeBatch(-1, -1, -1, 1, []byte("after"))).ErrorCode; code != 0 {
 		t.Fatalf("acks=all produce to the new leader: %v", kerr.ErrorForCode(code))
 	}
 	c.waitReplicasEqual("stale")
